@@ -1,0 +1,121 @@
+"""Checkpoint I/O: atomic writes, safe reads, and strict, explained weight loading.
+
+Checkpoints come from our own runs (unprefixed keys) or from the released code (`state_dict` with
+the `module.` prefix of the data-parallel wrapper); both load. Reading never executes code from the
+file (`weights_only=True`), and a checkpoint that does not fit the model is refused with every
+missing, unexpected and wrong-shaped key named, never merged in part.
+"""
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+import torch
+
+PROJECTOR_PREFIXES = ("j_projector.", "b_projector.", "m_projector.")
+HEAD_PREFIXES = ("fc.",)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be read or does not fit the model."""
+
+
+def save_atomic(obj, path):
+    """torch.save to a temporary file in the same folder, fsync, then rename over `path`.
+
+    A crash at any moment leaves either the previous file or the complete new one, never a
+    truncated file under the final name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def read_checkpoint(path):
+    """Load a checkpoint on the CPU without executing any code stored in it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(
+            f"{path}: refused, it holds objects other than tensors and plain containers "
+            f"(loading it could run code): {error}") from None
+    except (RuntimeError, EOFError, OSError) as error:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({error})") from None
+
+
+def model_state_dict(checkpoint):
+    """The weights of a checkpoint dict, with any `module.` prefix removed.
+
+    Accepts {"state_dict": ...} (released and our periodic files), {"model": ...} (our
+    checkpoint_last) or a bare state_dict.
+    """
+    state_dict = checkpoint
+    for key in ("state_dict", "model"):
+        if isinstance(checkpoint, dict) and isinstance(checkpoint.get(key), dict):
+            state_dict = checkpoint[key]
+            break
+    if not isinstance(state_dict, dict) or not all(torch.is_tensor(v) for v in state_dict.values()):
+        raise CheckpointError("no state_dict of tensors found in the checkpoint")
+    return {key.removeprefix("module."): value for key, value in state_dict.items()}
+
+
+def compare_keys(model, state_dict):
+    """(missing, unexpected, wrong_shape) key lists of state_dict against model's own."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    wrong_shape = sorted(f"{key}: checkpoint {tuple(state_dict[key].shape)}, model {tuple(value.shape)}"
+                         for key, value in expected.items()
+                         if key in state_dict and state_dict[key].shape != value.shape)
+    return missing, unexpected, wrong_shape
+
+
+def load_weights(model, source, may_lack=(), may_add=()):
+    """Load `source` (a path or a checkpoint dict) into `model`, refusing any misfit.
+
+    Keys starting with a prefix in `may_lack` may be missing from the checkpoint (e.g. a new
+    linear head); keys starting with one in `may_add` may be left over (e.g. the projectors when
+    only the encoder is wanted). Anything else missing or left over, and any shape difference,
+    raises CheckpointError naming every such key. Returns the keys that were allowed to differ.
+    """
+    name = str(source) if isinstance(source, (str, Path)) else "checkpoint"
+    checkpoint = read_checkpoint(source) if isinstance(source, (str, Path)) else source
+    try:
+        state_dict = model_state_dict(checkpoint)
+    except CheckpointError as error:
+        raise CheckpointError(f"{name}: {error}") from None
+    missing, unexpected, wrong_shape = compare_keys(model, state_dict)
+    bad_missing = [key for key in missing if not key.startswith(may_lack)]
+    bad_unexpected = [key for key in unexpected if not key.startswith(may_add)]
+    if bad_missing or bad_unexpected or wrong_shape:
+        problems = [f"missing {key}" for key in bad_missing]
+        problems += [f"unexpected {key}" for key in bad_unexpected]
+        problems += [f"wrong shape {entry}" for entry in wrong_shape]
+        raise CheckpointError(f"{name} does not fit {type(model).__name__} "
+                              f"({len(problems)} problems; a different model size?):\n  "
+                              + "\n  ".join(problems))
+    model.load_state_dict({k: v for k, v in state_dict.items() if k not in unexpected}, strict=False)
+    return {"missing": missing, "unexpected": unexpected}
+
+
+def load_pretraining_weights(model, source):
+    """Every key of the pretraining model (encoder and projectors) must be in the checkpoint."""
+    return load_weights(model, source)
+
+
+def load_encoder_weights(model, source):
+    """Load a pretraining checkpoint into a downstream model: encoder keys all required; the
+    projectors may be left over and the linear head may be missing."""
+    return load_weights(model, source, may_lack=HEAD_PREFIXES, may_add=PROJECTOR_PREFIXES)

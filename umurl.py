@@ -1,0 +1,322 @@
+"""UmURL: Unified Multi-modal Unsupervised Representation Learning for skeleton sequences.
+
+Paper: "Unified Multi-modal Unsupervised Representation Learning for Skeleton-based Action
+Understanding", ACM MM 2023, https://arxiv.org/abs/2311.03106. ../shared/SPEC.md states every fact
+this file implements; parameter and buffer names follow the released checkpoints so that they load
+as they are.
+
+Shape legend: N batch, C coordinates (xyz), T frames, V joints, M persons, H hidden size,
+D projector output width. A batch of skeletons is (N, C, T, V, M).
+
+Reading order: tokens and modalities -> embeddings and fusion -> shared encoder -> the pretraining
+model and its loss -> the downstream model -> parameter counts (`python umurl.py`).
+"""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from skeleton import NTU_25, joint_to_bone, joint_to_motion
+
+MODALITIES = ("joint", "bone", "motion")
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs: the three modalities and the two token layouts
+# ---------------------------------------------------------------------------------------------
+
+def make_modalities(x, names, parents):
+    """Joint, bone and/or motion views of a joint batch x (N, C, T, V, M), computed on x's device."""
+    builders = {
+        "joint": lambda: x,
+        "bone": lambda: joint_to_bone(x, parents),
+        "motion": lambda: joint_to_motion(x),
+    }
+    return [builders[name]() for name in names]
+
+
+def temporal_tokens(x):
+    """One token per frame holding its (person, joint, xyz) numbers: (N, C, T, V, M) -> (N, T, M*V*C)."""
+    n, c, t, v, m = x.shape
+    return x.permute(0, 2, 4, 3, 1).reshape(n, t, m * v * c)  # (N, T, M*V*C)
+
+
+def spatial_tokens(x):
+    """One token per (person, joint) holding its (frame, xyz) numbers: (N, C, T, V, M) -> (N, M*V, T*C)."""
+    n, c, t, v, m = x.shape
+    return x.permute(0, 4, 3, 2, 1).reshape(n, m * v, t * c)  # (N, M*V, T*C)
+
+
+def check_modalities(names):
+    """Validate a modality subset and return it in canonical order (joint, bone, motion)."""
+    unknown = set(names) - set(MODALITIES)
+    if unknown or not names:
+        raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {tuple(names)}")
+    return tuple(name for name in MODALITIES if name in names)
+
+
+# ---------------------------------------------------------------------------------------------
+# Modality-specific embeddings and early fusion
+# ---------------------------------------------------------------------------------------------
+
+def embedding_mlp(input_size, hidden_size):
+    """Linear -> LayerNorm -> ReLU -> Linear, applied to every token."""
+    return nn.Sequential(
+        nn.Linear(input_size, hidden_size),
+        nn.LayerNorm(hidden_size),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden_size, hidden_size),
+    )
+
+
+class ModalityEmbedding(nn.Module):
+    """Embeds one modality's temporal and spatial tokens (one MLP per stream)."""
+
+    def __init__(self, t_input_size, s_input_size, hidden_size):
+        super().__init__()
+        self.t_embedding = embedding_mlp(t_input_size, hidden_size)
+        self.s_embedding = embedding_mlp(s_input_size, hidden_size)
+
+    def forward(self, x):
+        # x: (N, C, T, V, M) -> ((N, T, H), (N, M*V, H))
+        return self.t_embedding(temporal_tokens(x)), self.s_embedding(spatial_tokens(x))
+
+
+class EarlyFusion(nn.Module):
+    """Mean of the modalities' embeddings, then a bias-free Linear per stream.
+
+    Averaging before the encoder is what lets one encoder pass serve all modalities at the cost
+    of a uni-modal model.
+    """
+
+    def __init__(self, hidden_size):
+        super().__init__()
+        # Sequential wrappers keep the released parameter names (t_fusion.0.weight).
+        self.t_fusion = nn.Sequential(nn.Linear(hidden_size, hidden_size, bias=False))
+        self.s_fusion = nn.Sequential(nn.Linear(hidden_size, hidden_size, bias=False))
+
+    def forward(self, t_embeddings, s_embeddings):
+        t = torch.stack(t_embeddings).mean(0)  # (N, T, H)
+        s = torch.stack(s_embeddings).mean(0)  # (N, M*V, H)
+        return self.t_fusion(t), self.s_fusion(s)
+
+
+# ---------------------------------------------------------------------------------------------
+# Modality-agnostic encoder, shared by every modality and by the fused input
+# ---------------------------------------------------------------------------------------------
+
+class PositionalEncoding(nn.Module):
+    """Fixed sinusoidal encoding (sin on even, cos on odd dimensions, base 10000) added to tokens."""
+
+    def __init__(self, hidden_size, max_len=200):
+        super().__init__()
+        position = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)  # (L, 1)
+        frequency = torch.exp(torch.arange(0, hidden_size, 2, dtype=torch.float32)
+                              * (-math.log(10000.0) / hidden_size))  # (H/2,)
+        pe = torch.zeros(max_len, hidden_size)
+        pe[:, 0::2] = torch.sin(position * frequency)
+        pe[:, 1::2] = torch.cos(position * frequency)
+        # A buffer, not a parameter: it is part of the released state_dict but never trained.
+        self.register_buffer("pe", pe.unsqueeze(0))  # (1, L, H)
+
+    def forward(self, x):
+        return x + self.pe[:, : x.shape[1]]  # (N, T, H)
+
+
+def transformer(hidden_size, num_head, num_layer):
+    """Post-norm Transformer encoder, feed-forward width H, ReLU, no dropout, no final norm."""
+    layer = nn.TransformerEncoderLayer(hidden_size, num_head, dim_feedforward=hidden_size,
+                                       dropout=0.0, activation="relu", batch_first=True)
+    return nn.TransformerEncoder(layer, num_layer, enable_nested_tensor=False)
+
+
+class ModalityAgnosticEncoder(nn.Module):
+    """Temporal and spatial Transformer streams, each max-pooled over its tokens."""
+
+    def __init__(self, hidden_size, num_head, num_layer, max_frames=200):
+        super().__init__()
+        self.pe = PositionalEncoding(hidden_size, max_frames)
+        self.t_tr = transformer(hidden_size, num_head, num_layer)
+        self.s_tr = transformer(hidden_size, num_head, num_layer)
+
+    def forward(self, t_tokens, s_tokens):
+        t = self.t_tr(self.pe(t_tokens)).amax(dim=1)  # (N, H)
+        s = self.s_tr(s_tokens).amax(dim=1)  # (N, H)
+        return torch.cat([t, s], dim=1)  # (N, 2H)
+
+
+class UmURLEncoder(nn.Module):
+    """Embeddings + early fusion + the shared encoder: skeleton batch -> feature (N, 2H).
+
+    Takes any non-empty subset of the modalities: one goes straight to the encoder (uni-modal
+    path), several are fused first. The default, all three, gives the multi-modal feature y_u.
+    """
+
+    def __init__(self, t_input_size, s_input_size, hidden_size, num_head, num_layer,
+                 parents=NTU_25.parents):
+        super().__init__()
+        self.parents = tuple(parents)
+        self.j_emb = ModalityEmbedding(t_input_size, s_input_size, hidden_size)
+        self.b_emb = ModalityEmbedding(t_input_size, s_input_size, hidden_size)
+        self.m_emb = ModalityEmbedding(t_input_size, s_input_size, hidden_size)
+        self.mm_fusion = EarlyFusion(hidden_size)
+        self.ma_encoder = ModalityAgnosticEncoder(hidden_size, num_head, num_layer)
+
+    def embed(self, name, x):
+        """One modality's (temporal, spatial) embeddings of its input x (N, C, T, V, M)."""
+        embedding = {"joint": self.j_emb, "bone": self.b_emb, "motion": self.m_emb}[name]
+        return embedding(x)
+
+    def encode(self, inputs):
+        """Encode {modality name: its input (N, C, T, V, M)}; fuse when there are several."""
+        embeddings = [self.embed(name, x) for name, x in inputs.items()]
+        if len(embeddings) == 1:
+            t, s = embeddings[0]
+        else:
+            t, s = self.mm_fusion([e[0] for e in embeddings], [e[1] for e in embeddings])
+        return self.ma_encoder(t, s)  # (N, 2H)
+
+    def forward(self, x, modalities=MODALITIES):
+        """x: joint batch (N, C, T, V, M); bones and motion are derived here on x's device."""
+        names = check_modalities(modalities)
+        return self.encode(dict(zip(names, make_modalities(x, names, self.parents))))
+
+
+# ---------------------------------------------------------------------------------------------
+# Pretraining: projectors, the objective, the model
+# ---------------------------------------------------------------------------------------------
+
+def projector(feature_size, output_size):
+    """Linear -> BN -> ReLU -> Linear -> BN -> ReLU -> Linear (VICReg-style expander)."""
+    return nn.Sequential(
+        nn.Linear(feature_size, feature_size), nn.BatchNorm1d(feature_size), nn.ReLU(inplace=True),
+        nn.Linear(feature_size, feature_size), nn.BatchNorm1d(feature_size), nn.ReLU(inplace=True),
+        nn.Linear(feature_size, output_size),
+    )
+
+
+def variance_hinge(z, eps=1e-4):
+    """mean_d relu(1 - sqrt(Var_batch(z_d) + eps)), unbiased variance: keeps every dimension alive."""
+    std = torch.sqrt(z.var(dim=0) + eps)
+    return F.relu(1.0 - std).mean()
+
+
+def off_diagonal(matrix):
+    """The off-diagonal entries of a square matrix, flattened."""
+    d = matrix.shape[0]
+    return matrix.flatten()[:-1].view(d - 1, d + 1)[:, 1:].flatten()
+
+
+def covariance_penalty(z):
+    """Sum of squared off-diagonal covariances (centred z, divided by B - 1), divided by D."""
+    b, d = z.shape
+    z = z - z.mean(dim=0)
+    cov = (z.T @ z) / (b - 1)  # (D, D)
+    return off_diagonal(cov).pow(2).sum() / d
+
+
+def variance_covariance(z, variance_weight=5.0):
+    """The anti-collapse regulariser of one projection z (B, D)."""
+    return variance_weight * variance_hinge(z) + covariance_penalty(z)
+
+
+def intra_modal_consistency(z_j, z_b, z_m, z_uj, z_ub, z_um):
+    """Multi-modal projections agree with each uni-modal one: sum of three MSEs."""
+    return F.mse_loss(z_j, z_uj) + F.mse_loss(z_b, z_ub) + F.mse_loss(z_m, z_um)
+
+
+def inter_modal_consistency(z_j, z_b, z_m):
+    """Uni-modal projections agree with their (not detached) mean c: sum of three MSEs."""
+    c = (z_j + z_b + z_m) / 3
+    return F.mse_loss(z_j, c) + F.mse_loss(z_b, c) + F.mse_loss(z_m, c)
+
+
+def umurl_loss(z, consistency_weight=5.0, variance_weight=5.0):
+    """loss = w * (intra + inter) + sum of the six variance/covariance terms.
+
+    z: dict of the six projections (B, D), already gathered over processes when distributed.
+    Computed in float32 even under autocast: the covariance of 4096-wide fp16 projections
+    overflows. Returns (total, {"intra", "inter", "reg"} as detached tensors).
+    """
+    with torch.autocast(z["z_j"].device.type, enabled=False):
+        z = {name: value.float() for name, value in z.items()}
+        intra = intra_modal_consistency(z["z_j"], z["z_b"], z["z_m"], z["z_uj"], z["z_ub"], z["z_um"])
+        inter = inter_modal_consistency(z["z_j"], z["z_b"], z["z_m"])
+        reg = sum(variance_covariance(value, variance_weight) for value in z.values())
+        total = consistency_weight * (intra + inter) + reg
+    return total, {"intra": intra.detach(), "inter": inter.detach(), "reg": reg.detach()}
+
+
+class UmURL(nn.Module):
+    """The pretraining model: the shared encoder (`backbone`) and three modality-aware projectors."""
+
+    def __init__(self, t_input_size, s_input_size, hidden_size, num_head, num_layer,
+                 projector_dim=4096, parents=NTU_25.parents):
+        super().__init__()
+        self.backbone = UmURLEncoder(t_input_size, s_input_size, hidden_size, num_head, num_layer,
+                                     parents)
+        self.j_projector = projector(2 * hidden_size, projector_dim)
+        self.b_projector = projector(2 * hidden_size, projector_dim)
+        self.m_projector = projector(2 * hidden_size, projector_dim)
+
+    def forward(self, v1, v2, v3, v4):
+        """Four augmented joint views (N, C, T, V, M) -> the six projections (N, D) by name.
+
+        y_j, y_b, y_m: joint of v1, bone of v2, motion of v3, each alone through the encoder;
+        y_u: all three modalities of v4, fused. Each projector sees its uni-modal feature and then
+        y_u as two separate batches, y_u first: BatchNorm statistics are per batch and its running
+        statistics depend on that order, as released.
+        """
+        parents = self.backbone.parents
+        y_j = self.backbone.encode({"joint": v1})
+        y_b = self.backbone.encode({"bone": joint_to_bone(v2, parents)})
+        y_m = self.backbone.encode({"motion": joint_to_motion(v3)})
+        y_u = self.backbone(v4)
+        z_uj, z_ub, z_um = self.j_projector(y_u), self.b_projector(y_u), self.m_projector(y_u)
+        z_j, z_b, z_m = self.j_projector(y_j), self.b_projector(y_b), self.m_projector(y_m)
+        return {"z_j": z_j, "z_b": z_b, "z_m": z_m, "z_uj": z_uj, "z_ub": z_ub, "z_um": z_um}
+
+
+# ---------------------------------------------------------------------------------------------
+# Downstream: encoder + linear head
+# ---------------------------------------------------------------------------------------------
+
+class DownstreamModel(nn.Module):
+    """Encoder + Linear(2H, classes). With all three modalities the feature is y_u."""
+
+    def __init__(self, num_classes, t_input_size, s_input_size, hidden_size, num_head, num_layer,
+                 modalities=MODALITIES, parents=NTU_25.parents):
+        super().__init__()
+        self.modalities = check_modalities(modalities)
+        self.backbone = UmURLEncoder(t_input_size, s_input_size, hidden_size, num_head, num_layer,
+                                     parents)
+        self.fc = nn.Linear(2 * hidden_size, num_classes)
+        # The released linear protocol: N(0, 0.01) weights, zero bias.
+        nn.init.normal_(self.fc.weight, mean=0.0, std=0.01)
+        nn.init.zeros_(self.fc.bias)
+
+    def features(self, x):
+        return self.backbone(x, self.modalities)  # (N, 2H)
+
+    def forward(self, x):
+        return self.fc(self.features(x))  # (N, classes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sizes
+# ---------------------------------------------------------------------------------------------
+
+# The released model: NTU-25, two persons, 64 frames, hidden 1024, one layer and one head.
+DEFAULT_SIZES = dict(t_input_size=150, s_input_size=192, hidden_size=1024, num_head=1, num_layer=1)
+
+
+def count_parameters(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+if __name__ == "__main__":
+    model = UmURL(**DEFAULT_SIZES)
+    total, encoder = count_parameters(model), count_parameters(model.backbone)
+    print(f"UmURL at default sizes: {total / 1e6:.2f} M parameters in total, "
+          f"{encoder / 1e6:.2f} M in the encoder, {(total - encoder) / 1e6:.2f} M in the projectors")
