@@ -4,10 +4,9 @@ This is the one home of the skeleton topology: the model, the feeders and the da
 preparation tools all import it. A new layout needs one `Topology` entry and nothing else.
 
 Shape legend: N batch, C coordinates (xyz), T frames, V joints, M persons.
+No torch import here: the data preparation tools import the tables in many worker processes.
 """
 from dataclasses import dataclass
-
-import torch
 
 
 @dataclass(frozen=True)
@@ -73,8 +72,7 @@ def joint_to_bone(x, parents):
 
     x: (N, C, T, V, M) tensor; parents: V 0-based indices. One gather, no loop over joints.
     """
-    index = torch.as_tensor(parents, device=x.device)
-    return x - x.index_select(3, index)  # (N, C, T, V, M)
+    return x - x[:, :, :, list(parents)]  # (N, C, T, V, M)
 
 
 def joint_to_motion(x):
@@ -82,6 +80,7 @@ def joint_to_motion(x):
 
     x: (N, C, T, V, M) tensor.
     """
-    motion = torch.zeros_like(x)
+    motion = x.clone()
     motion[:, :, :-1] = x[:, :, 1:] - x[:, :, :-1]  # (N, C, T, V, M)
+    motion[:, :, -1] = 0
     return motion
