@@ -1,0 +1,560 @@
+"""NTU RGB+D 60/120: raw `.skeleton` files -> normalised, padded arrays in the released layout.
+
+    python data_gen/ntu_gendata.py --data_path nturgb+d_skeletons/ --dataset ntu60 \
+        --ignored_sample_path NTU_RGBD_samples_with_missing_skeletons.txt --out_folder data/ --workers 8
+    python data_gen/ntu_gendata.py --data_path nturgbd_skeletons_s001_to_s017/ \
+        nturgbd_skeletons_s018_to_s032/ --dataset ntu120 \
+        --ignored_sample_path NTU_RGBD120_samples_with_missing_skeletons.txt --out_folder data/
+
+writes, under `out_folder`, `NTU-RGB-D-60-AGCN/{xsub,xview}` or `NTU-RGB-D-120-AGCN/{xsub,xsetup}`, each
+with `{train,val}_data_joint.npy` float32 (N, 3, 300, 25, 2), `{train,val}_num_frame.npy` int64 (N,)
+(the file's frame count) and `{train,val}_label.pkl` = (list of file names, list of labels = action - 1).
+
+How it runs (SPEC.md, "NTU RGB+D preprocessing"):
+- every file is parsed once for all benchmarks of the dataset, in parallel over chunks of files;
+  each worker reads its chunk, pads it to 300 frames and normalises it as one batch;
+- the main process streams the rows into memory-mapped `.npy` files under temporary names and renames
+  them (os.replace) only when everything succeeded, so an interrupted run leaves nothing that looks
+  finished;
+- a malformed file raises `SkeletonFileError` naming the file and the 1-based line. By default every
+  file is checked, all problems are reported together and nothing final is written; with
+  `--skip-invalid` bad files are left out and listed in `skipped_files.txt` beside the benchmarks.
+
+Decisions beyond the released code (which reads files in `os.listdir` order and would crash on a file
+longer than 300 frames): samples are sorted by name; a file with more than `max_frames` frames is an
+invalid file rather than silently truncated (300 frames hold every NTU sample); for `ntu60`, files of
+the NTU-120 extension (setup > 17 or action > 60) are left out, so pointing it at the full NTU-120
+folder still yields NTU-60. Sample names keep their `.skeleton` extension, as released.
+
+Shape legend: C = 3 coordinates (xyz), T frames, V = 25 joints, M bodies.
+"""
+import argparse
+import contextlib
+import functools
+import os
+import pickle
+import re
+import sys
+from dataclasses import dataclass
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from data_gen.normalize import normalize_skeletons  # noqa: E402
+from skeleton import NTU_25  # noqa: E402
+
+MAX_FRAMES = 300  # the padded length of the released arrays
+MAX_BODIES_READ = 4  # body slots read per file (Kinect v2 tracks up to 6; the released code keeps 4)
+MAX_BODIES_KEPT = 2  # of which the two with the highest energy are kept
+BODY_FIELDS = 10  # bodyID clippedEdges hand{Left,Right}{Confidence,State} isRestricted leanX leanY state
+JOINT_FIELDS = 12  # x y z depthX depthY colorX colorY orientationW/X/Y/Z trackingState
+
+NTU60_TRAIN_SUBJECTS = (1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38)
+NTU120_TRAIN_SUBJECTS = NTU60_TRAIN_SUBJECTS + (
+    45, 46, 47, 49, 50, 52, 53, 54, 55, 56, 57, 58, 59, 70, 74, 78, 80, 81, 82, 83, 84, 85, 86, 89, 91, 92,
+    93, 94, 95, 97, 98, 100, 103)
+TRAIN_CAMERAS = (2, 3)  # x-view; camera 1 is the validation view
+# dataset -> (output folder, benchmarks); the split rule of each benchmark is in `is_training`.
+# "demo" is synthetic NTU-format data (data_gen/synthetic.py) split by NTU-60's subjects, for the
+# "demo" protocol of options/protocols.py.
+DATASETS = {
+    "ntu60": ("NTU-RGB-D-60-AGCN", ("xsub", "xview")),
+    "ntu120": ("NTU-RGB-D-120-AGCN", ("xsub", "xsetup")),
+    "demo": ("demo", ("xsub",)),
+}
+NTU60_LAST_SETUP, NTU60_LAST_ACTION = 17, 60
+PARTS = ("train", "val")
+SKIPPED_LIST = "skipped_files.txt"
+NAME_PATTERN = re.compile(r"S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})")
+
+
+class SkeletonFileError(ValueError):
+    """A raw skeleton file that cannot be read; names the file and the 1-based line (None: whole file)."""
+
+    def __init__(self, path, line, reason):
+        super().__init__(path, line, reason)  # keeps the exception picklable across worker processes
+        self.path, self.line, self.reason = str(path), line, reason
+
+    def __str__(self):
+        where = self.path if self.line is None else f"{self.path}, line {self.line}"
+        return f"{where}: {self.reason}"
+
+
+class DataPathError(ValueError):
+    """The data paths cannot be used: a missing folder, no `.skeleton` files, or a name in two folders."""
+
+
+class InvalidFilesError(RuntimeError):
+    """Raised by `gendata` when files are invalid and `skip_invalid` is off; nothing final was written."""
+
+    def __init__(self, errors):
+        self.errors = list(errors)
+        listing = "\n".join(f"  {error}" for error in self.errors)
+        super().__init__(f"{len(self.errors)} invalid skeleton file(s), nothing written:\n{listing}\n"
+                         "Fix or remove them, or re-run with --skip-invalid to leave them out.")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reading one raw file
+
+
+def fields_per_line(raw):
+    """Number of whitespace-separated fields on each line of `raw` (bytes), counted without a Python loop.
+
+    Lines are split at b"\\n" exactly like `raw.decode().split("\\n")`; "\\r" counts as whitespace, so
+    CRLF and LF files give the same counts. Returns (number of lines,) int64.
+    """
+    byte = np.frombuffer(raw, dtype=np.uint8)
+    solid = byte > ord(" ")  # space, tab, CR, LF and other control bytes separate fields
+    field_start = np.flatnonzero(solid[1:] > solid[:-1]) + 1  # (fields,) byte offsets
+    if len(solid) and solid[0]:
+        field_start = np.concatenate([[0], field_start])
+    newline = np.flatnonzero(byte == ord("\n"))  # (lines - 1,)
+    line_of_field = np.searchsorted(newline, field_start)  # newlines before the field = its line index
+    return np.bincount(line_of_field, minlength=len(newline) + 1)
+
+
+@dataclass
+class _Layout:
+    """Where the joint lines of each body are: parallel lists, one entry per (frame, body)."""
+
+    num_frames: int
+    frame: list
+    slot: list
+    first_joint_line: list  # 0-based index of the body's first joint line
+
+
+def _read_count(path, lines, fields, index, end, what):
+    """The non-negative integer alone on line `index` (0-based), or a SkeletonFileError saying why not."""
+    if index >= end:
+        raise SkeletonFileError(path, index + 1, f"file ends early: expected {what}")
+    if fields[index] != 1:
+        found = "an empty line" if fields[index] == 0 else f"{fields[index]} fields"
+        raise SkeletonFileError(path, index + 1, f"expected {what} (one integer), found {found}")
+    try:
+        value = int(lines[index])
+    except ValueError:
+        raise SkeletonFileError(path, index + 1, f"expected {what}, found {lines[index].strip()!r}") from None
+    if value < 0:
+        raise SkeletonFileError(path, index + 1, f"expected {what}, found the negative {value}")
+    return value
+
+
+def _walk(path, lines, fields, num_joints):
+    """Follow the frame/body/joint structure line by line (one step per body, not per joint)."""
+    end = int(np.flatnonzero(fields)[-1]) + 1 if fields.any() else 0  # ignore trailing blank lines
+    num_frames = _read_count(path, lines, fields, 0, end, "the frame count")
+    if num_frames == 0:
+        raise SkeletonFileError(path, 1, "the file has zero frames")
+    layout = _Layout(num_frames, [], [], [])
+    line = 1
+    for t in range(num_frames):
+        num_bodies = _read_count(path, lines, fields, line, end, f"the body count of frame {t + 1}")
+        line += 1
+        for m in range(num_bodies):
+            where = f"body {m + 1} of frame {t + 1}"
+            if line >= end or fields[line] != BODY_FIELDS:
+                found = "the end of the file" if line >= end else f"{fields[line]} fields"
+                raise SkeletonFileError(path, line + 1, f"expected the {BODY_FIELDS} fields of {where}, "
+                                                        f"found {found}")
+            joints = _read_count(path, lines, fields, line + 1, end, f"the joint count of {where}")
+            if joints != num_joints:
+                raise SkeletonFileError(path, line + 2, f"{where} has {joints} joints, expected {num_joints}")
+            line += 2
+            if line + num_joints > end:
+                raise SkeletonFileError(path, end + 1, f"file ends early: expected the {num_joints} joint "
+                                                       f"lines of {where}")
+            layout.frame.append(t)
+            layout.slot.append(m)
+            layout.first_joint_line.append(line)
+            line += num_joints
+    if line < end:
+        raise SkeletonFileError(path, line + 1, f"unexpected content after the last of {num_frames} frames")
+    return layout
+
+
+def _first_bad_xyz_line(lines, joint_lines):
+    """Slow path, only after a failed parse: the first joint line whose x y z are not numbers."""
+    for index in joint_lines:
+        try:
+            for value in lines[index].split()[:3]:
+                float(value)
+        except ValueError:
+            return index
+    raise AssertionError("a joint line failed to parse, but every line parses on its own")
+
+
+def _parse_xyz(path, lines, fields, joint_lines):
+    """x y z of the given joint lines -> (len(joint_lines), 3) float64, checking every line's fields."""
+    joint_lines = np.asarray(joint_lines)
+    wrong = joint_lines[fields[joint_lines] != JOINT_FIELDS]
+    if len(wrong):
+        raise SkeletonFileError(path, int(wrong[0]) + 1, f"expected the {JOINT_FIELDS} fields of a joint, "
+                                                          f"found {fields[wrong[0]]}")
+    try:
+        xyz = np.loadtxt([lines[i] for i in joint_lines], usecols=(0, 1, 2), comments=None, ndmin=2)
+    except ValueError:
+        bad = int(_first_bad_xyz_line(lines, joint_lines))
+        raise SkeletonFileError(path, bad + 1, f"x y z are not numbers: {lines[bad].strip()!r}") from None
+    not_finite = joint_lines[~np.isfinite(xyz).all(axis=1)]
+    if len(not_finite):
+        bad = int(not_finite[0])
+        raise SkeletonFileError(path, bad + 1, f"x y z must be finite: {lines[bad].strip()!r}")
+    return xyz
+
+
+def body_energy(bodies):
+    """Energy of each body slot: std(x) + std(y) + std(z) over its non-empty frames (0 if none).
+
+    bodies: (M, T, V, C) with all-zero frames where the slot is empty. Returns (M,) float64. The std
+    is over all joints of all non-empty frames, per coordinate, as in the released reader.
+    """
+    nonempty = (bodies != 0).any(axis=(2, 3))  # (M, T)
+    weight = nonempty[:, :, None, None]  # (M, T, 1, 1)
+    count = np.maximum(nonempty.sum(1) * bodies.shape[2], 1)[:, None]  # (M, 1) joints in the std
+    mean = (bodies * weight).sum(axis=(1, 2)) / count  # (M, C)
+    variance = (((bodies - mean[:, None, None]) ** 2) * weight).sum(axis=(1, 2)) / count  # (M, C)
+    return np.sqrt(variance).sum(axis=1) * nonempty.any(axis=1)  # (M,)
+
+
+def read_xyz(path, num_joints=NTU_25.num_joints, num_bodies=MAX_BODIES_KEPT):
+    """Read a raw NTU `.skeleton` file -> (C=3, T, V, num_bodies) float32, T = the file's frame count.
+
+    Bodies are slotted by their order within each frame (up to 4 slots); the `num_bodies` slots of
+    highest energy are kept, highest first (ties, in practice only between empty slots: the lower slot
+    first). Only x y z are used, but every line is checked; a malformed file raises SkeletonFileError
+    with its 1-based line.
+    """
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as error:
+        raise SkeletonFileError(path, None, f"cannot read: {error.strerror}") from None
+    lines = raw.decode("latin-1").split("\n")  # latin-1 never fails; bad bytes are caught as bad numbers
+    fields = fields_per_line(raw)
+    layout = _walk(path, lines, fields, num_joints)
+
+    first = np.asarray(layout.first_joint_line, dtype=np.int64)  # (bodies in the file,)
+    joint_lines = (first[:, None] + np.arange(num_joints)).ravel()  # (bodies * V,)
+    xyz = _parse_xyz(path, lines, fields, joint_lines).reshape(len(first), num_joints, 3)  # (B, V, C)
+
+    slot, frame = np.asarray(layout.slot, dtype=np.int64), np.asarray(layout.frame, dtype=np.int64)
+    read = slot < MAX_BODIES_READ  # later bodies of a crowded frame are dropped, as released
+    bodies = np.zeros((MAX_BODIES_READ, layout.num_frames, num_joints, 3))  # (M, T, V, C)
+    bodies[slot[read], frame[read]] = xyz[read]
+    order = np.argsort(-body_energy(bodies), kind="stable")[:num_bodies]
+    return bodies[order].transpose(3, 1, 2, 0).astype(np.float32)  # (C, T, V, M)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Sample names and splits
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One raw file and the ids encoded in its name SsssCcccPpppRrrrAaaa."""
+
+    name: str  # file name, extension included (the released label files keep it)
+    path: str
+    setup: int
+    camera: int
+    subject: int
+    replication: int
+    action: int
+
+    @property
+    def label(self):
+        return self.action - 1
+
+
+def parse_name(path):
+    """A Sample for `path`, or None when its name is not SsssCcccPpppRrrrAaaa.skeleton."""
+    path = Path(path)
+    match = NAME_PATTERN.fullmatch(path.name.removesuffix(".skeleton"))
+    if match is None:
+        return None
+    return Sample(path.name, str(path), *(int(group) for group in match.groups()))
+
+
+def is_training(sample, dataset, benchmark):
+    """True when `sample` is in the training part of `benchmark` (SPEC.md splits)."""
+    if benchmark == "xsub":
+        subjects = NTU120_TRAIN_SUBJECTS if dataset == "ntu120" else NTU60_TRAIN_SUBJECTS
+        return sample.subject in subjects
+    if benchmark == "xview":
+        return sample.camera in TRAIN_CAMERAS
+    if benchmark == "xsetup":
+        return sample.setup % 2 == 0
+    raise ValueError(f"unknown benchmark {benchmark!r}")
+
+
+def in_ntu60(sample):
+    """NTU-60 is setups 1-17 with actions 1-60; NTU-120 adds actions to those setups and new setups."""
+    return sample.setup <= NTU60_LAST_SETUP and sample.action <= NTU60_LAST_ACTION
+
+
+def read_ignored(ignored_sample_path):
+    """Names (without extension) in an official missing-skeleton list; blank lines ignored."""
+    if ignored_sample_path is None:
+        return set()
+    return {line.strip() for line in Path(ignored_sample_path).read_text().splitlines() if line.strip()}
+
+
+def list_samples(data_paths, dataset, ignored=frozenset()):
+    """Every `.skeleton` file of the dataset under `data_paths`, sorted by name.
+
+    Returns (samples, unnamed, left_out): Samples to convert, paths whose names do not follow the NTU
+    pattern (treated as invalid files), and the number of files left out on purpose (ignored list,
+    or NTU-120-only files for ntu60).
+    """
+    paths = {}
+    for folder in data_paths:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise DataPathError(f"data path {folder} is not a folder")
+        for path in folder.glob("*.skeleton"):
+            if path.name in paths:
+                raise DataPathError(f"{path.name} is in two data paths: {paths[path.name]} and {path}")
+            paths[path.name] = path
+    if not paths:
+        raise DataPathError(f"no .skeleton files under {', '.join(map(str, data_paths))}")
+    samples, unnamed, left_out = [], [], 0
+    for name in sorted(paths):
+        sample = parse_name(paths[name])
+        if sample is None:
+            unnamed.append(paths[name])
+        elif name.removesuffix(".skeleton") in ignored or (dataset == "ntu60" and not in_ntu60(sample)):
+            left_out += 1
+        else:
+            samples.append(sample)
+    return samples, unnamed, left_out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Converting chunks of files (runs in the worker processes)
+
+
+@dataclass
+class Chunk:
+    """What a worker returns for a chunk of files: the valid ones as one normalised batch, and errors."""
+
+    names: list  # valid files, in input order
+    num_frames: list
+    data: np.ndarray  # (len(names), C, max_frames, V, M) float32, normalised
+    errors: list  # SkeletonFileError for each invalid file
+
+
+def convert_chunk(paths, max_frames=MAX_FRAMES, topology=NTU_25):
+    """Read, pad to `max_frames` and normalise a list of raw files as one batch -> Chunk."""
+    names, num_frames, samples, errors = [], [], [], []
+    for path in paths:
+        try:
+            xyz = read_xyz(path, topology.num_joints)  # (C, T, V, M)
+            if xyz.shape[1] > max_frames:
+                raise SkeletonFileError(path, 1, f"{xyz.shape[1]} frames, more than the {max_frames} "
+                                                 "frames of the output")
+        except SkeletonFileError as error:
+            errors.append(error)
+            continue
+        names.append(Path(path).name)
+        num_frames.append(xyz.shape[1])
+        samples.append(xyz)
+    data = np.zeros((len(samples), 3, max_frames, topology.num_joints, MAX_BODIES_KEPT), np.float32)
+    for i, xyz in enumerate(samples):
+        data[i, :, :xyz.shape[1]] = xyz
+    return Chunk(names, num_frames, normalize_skeletons(data, topology), errors)
+
+
+def _converted_chunks(chunks, workers, max_frames):
+    """Chunk results in input order, from a process pool or, with one worker, in this process."""
+    convert = functools.partial(convert_chunk, max_frames=max_frames)
+    if workers <= 1:
+        yield from map(convert, chunks)
+        return
+    with Pool(workers) as pool:
+        yield from pool.imap(convert, chunks)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Writing: temporary files, renamed when everything succeeded
+
+
+def temporary(path):
+    """The name a file is written under until it is complete: `x.npy` -> `x.npy.tmp`."""
+    return path.with_name(path.name + ".tmp")
+
+
+class PartWriter:
+    """Streams the rows of one part (e.g. xsub/train) into temporary files; `commit` renames them.
+
+    The data array is allocated for every sample that may land in the part and filled from the front;
+    rows are written through a memory map opened and closed per write, so the written pages do not
+    pile up in this process's resident memory.
+    """
+
+    def __init__(self, folder, part, capacity, sample_shape):
+        """Create the part's temporary data file, sized for `capacity` rows of `sample_shape` (C, T, V, M).
+
+        folder: where the part's files go; part: "train" or "val".
+        """
+        self.folder, self.part, self.count = Path(folder), part, 0
+        self.names, self.labels, self.num_frames = [], [], []
+        self.data_path = self.folder / f"{part}_data_joint.npy"
+        self.final_paths = [self.data_path, self.folder / f"{part}_num_frame.npy",
+                            self.folder / f"{part}_label.pkl"]
+        self.folder.mkdir(parents=True, exist_ok=True)
+        array = np.lib.format.open_memmap(temporary(self.data_path), mode="w+", dtype=np.float32,
+                                          shape=(capacity, *sample_shape))
+        del array  # header written and file sized; rows come later
+
+    def write(self, data, names, labels, num_frames):
+        """Append rows: data (n, C, T, V, M) float32 with their names, labels and frame counts."""
+        assert len(data) == len(names) == len(labels) == len(num_frames), "one name, label, count per row"
+        if len(data) == 0:
+            return
+        array = np.load(temporary(self.data_path), mmap_mode="r+")
+        array[self.count:self.count + len(data)] = data
+        array.flush()
+        del array
+        self.count += len(data)
+        self.names += names
+        self.labels += labels
+        self.num_frames += num_frames
+
+    def finish(self):
+        """Write the small files and cut the data array to the rows written (after skipped files)."""
+        data_tmp = temporary(self.data_path)
+        array = np.load(data_tmp, mmap_mode="r")
+        if len(array) != self.count:  # only with skipped files: copy the written rows to a smaller array
+            cut_tmp = data_tmp.with_name(data_tmp.name + ".cut")
+            cut = np.lib.format.open_memmap(cut_tmp, mode="w+", dtype=array.dtype,
+                                            shape=(self.count, *array.shape[1:]))
+            for start in range(0, self.count, 256):  # a few hundred rows at a time keeps memory flat
+                stop = min(start + 256, self.count)
+                cut[start:stop] = array[start:stop]
+            cut.flush()
+            del cut
+            os.replace(cut_tmp, data_tmp)
+        del array
+        with open(temporary(self.final_paths[1]), "wb") as file:
+            np.save(file, np.asarray(self.num_frames, dtype=np.int64))
+        with open(temporary(self.final_paths[2]), "wb") as file:
+            pickle.dump((list(self.names), [int(label) for label in self.labels]), file)
+
+    def commit(self):
+        """Give every file its final name; the data array goes last."""
+        for path in reversed(self.final_paths):
+            os.replace(temporary(path), path)
+
+    def discard(self):
+        """Delete whatever temporary files exist."""
+        for path in self.final_paths:
+            for leftover in (temporary(path), temporary(path).with_name(temporary(path).name + ".cut")):
+                leftover.unlink(missing_ok=True)
+
+
+def _write_skipped_list(path, errors):
+    """The skipped files, one per line: name, tab, reason (line number included)."""
+    with open(temporary(path), "w") as file:
+        for error in errors:
+            file.write(f"{Path(error.path).name}\t{error}\n")
+
+
+def _route(chunk, samples, dataset, writers):
+    """Append each sample of a converted chunk to its part in every benchmark."""
+    for (benchmark, part), writer in writers.items():
+        rows = [i for i, sample in enumerate(samples)
+                if is_training(sample, dataset, benchmark) == (part == "train")]
+        writer.write(chunk.data[rows], [samples[i].name for i in rows], [samples[i].label for i in rows],
+                     [chunk.num_frames[i] for i in rows])
+
+
+def gendata(data_paths, out_folder, dataset, ignored_sample_path=None, workers=1, skip_invalid=False,
+            max_frames=MAX_FRAMES, chunk_size=16, progress=True):
+    """Convert a folder (or several) of raw NTU files into every benchmark of `dataset`.
+
+    data_paths: folder or list of folders holding `*.skeleton` files. Writes
+    `out_folder/<DATASETS[dataset][0]>/<benchmark>/...` (see the module docstring). Returns a summary
+    dict: {"converted", "left_out", "skipped" (messages), "parts": {"xsub/train": count, ...}, "folder"}.
+    Raises InvalidFilesError (and writes nothing final) when a file is invalid and not `skip_invalid`.
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose from {sorted(DATASETS)}")
+    data_paths = [data_paths] if isinstance(data_paths, (str, os.PathLike)) else list(data_paths)
+    folder_name, benchmarks = DATASETS[dataset]
+    root = Path(out_folder) / folder_name
+    samples, unnamed, left_out = list_samples(data_paths, dataset, read_ignored(ignored_sample_path))
+    errors = [SkeletonFileError(path, None, "name is not SsssCcccPpppRrrrAaaa.skeleton") for path in unnamed]
+    by_name = {sample.name: sample for sample in samples}
+
+    sample_shape = (3, max_frames, NTU_25.num_joints, MAX_BODIES_KEPT)
+    writers = {}
+    try:
+        for benchmark in benchmarks:
+            train = sum(is_training(sample, dataset, benchmark) for sample in samples)
+            for part, capacity in zip(PARTS, (train, len(samples) - train)):
+                writers[benchmark, part] = PartWriter(root / benchmark, part, capacity, sample_shape)
+
+        chunks = [[s.path for s in samples[i:i + chunk_size]] for i in range(0, len(samples), chunk_size)]
+        # contextlib.closing shuts the pool down even when the loop below is interrupted.
+        converted = contextlib.closing(_converted_chunks(chunks, workers, max_frames))
+        bar = tqdm(total=len(samples), unit="file", disable=not progress, desc=dataset)
+        with converted as results, bar:
+            for chunk in results:
+                errors += chunk.errors
+                if not errors or skip_invalid:  # after a failure, only keep checking the remaining files
+                    _route(chunk, [by_name[name] for name in chunk.names], dataset, writers)
+                bar.update(len(chunk.names) + len(chunk.errors))
+        if errors and not skip_invalid:
+            raise InvalidFilesError(errors)
+
+        for writer in writers.values():
+            writer.finish()
+        if skip_invalid:
+            _write_skipped_list(root / SKIPPED_LIST, errors)
+        for writer in writers.values():
+            writer.commit()
+        if skip_invalid:
+            os.replace(temporary(root / SKIPPED_LIST), root / SKIPPED_LIST)
+    except BaseException:  # interrupted or failed: leave no partial files behind, final or temporary
+        for writer in writers.values():
+            writer.discard()
+        temporary(root / SKIPPED_LIST).unlink(missing_ok=True)
+        raise
+    parts = {f"{benchmark}/{part}": writer.count for (benchmark, part), writer in writers.items()}
+    return {"converted": len(samples) + len(unnamed) - len(errors), "left_out": left_out,
+            "skipped": [str(error) for error in errors], "parts": parts, "folder": str(root)}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data_path", nargs="+", required=True,
+                        help="folder(s) of raw *.skeleton files (NTU-120 ships as two downloads: give both)")
+    parser.add_argument("--ignored_sample_path", default=None,
+                        help="official list of samples with missing skeletons (one name per line)")
+    parser.add_argument("--out_folder", default="data",
+                        help="parent folder of NTU-RGB-D-60-AGCN / NTU-RGB-D-120-AGCN")
+    parser.add_argument("--dataset", choices=sorted(DATASETS), required=True)
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+                        help="parallel reader processes (1: read in this process)")
+    parser.add_argument("--skip-invalid", action="store_true",
+                        help="leave malformed files out and list them in skipped_files.txt "
+                             "(default: report them all and write nothing)")
+    args = parser.parse_args(argv)
+    try:
+        summary = gendata(args.data_path, args.out_folder, args.dataset, args.ignored_sample_path,
+                          workers=args.workers, skip_invalid=args.skip_invalid)
+    except (InvalidFilesError, DataPathError) as error:  # bad input: a message, no traceback
+        sys.exit(str(error))
+    print(f"{summary['converted']} samples converted into {summary['folder']} ({summary['left_out']} left "
+          f"out by the ignore list or dataset, {len(summary['skipped'])} invalid files skipped)")
+    for part, count in summary["parts"].items():
+        print(f"  {part}: {count}")
+
+
+if __name__ == "__main__":
+    main()
