@@ -1,0 +1,50 @@
+"""Flag groups shared by the pretraining and the downstream parsers. Every flag is defined once."""
+import argparse
+from pathlib import Path
+
+from options.protocols import DATASETS, DEFAULT_DATA_ROOT, PROTOCOLS, protocols_of
+from umurl import DEFAULT_SIZES
+
+
+def add_data_args(parser, dataset_flags):
+    """--data-root, the dataset (under the released flag names, e.g. --pre-dataset) and --protocol."""
+    group = parser.add_argument_group("data")
+    group.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT,
+                       help="folder holding the prepared datasets (e.g. NTU-RGB-D-60-AGCN/xsub below it)")
+    group.add_argument(*dataset_flags, dest="dataset", default="ntu60", choices=DATASETS, help="which dataset")
+    per_dataset = "; ".join(f"{d}: {', '.join(protocols_of(d))}" for d in DATASETS)
+    group.add_argument("--protocol", default="cross_subject", choices=sorted({p for _, p in PROTOCOLS}),
+                       help=f"evaluation protocol, checked against the dataset ({per_dataset})")
+    return group
+
+
+def add_model_args(parser):
+    """Encoder sizes; the defaults are the released model's. Input sizes follow from the dataset."""
+    group = parser.add_argument_group("model size (defaults: the released model)")
+    group.add_argument("--hidden-size", type=int, default=DEFAULT_SIZES["hidden_size"], help="H, token width")
+    group.add_argument("--num-head", type=int, default=DEFAULT_SIZES["num_head"], help="attention heads")
+    group.add_argument("--num-layer", type=int, default=DEFAULT_SIZES["num_layer"], help="layers per stream")
+    return group
+
+
+def add_runtime_args(parser, default_workers=8):
+    """Device, precision, data loading, seeding and logging."""
+    group = parser.add_argument_group("runtime")
+    group.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                       help="auto: this process's GPU if there is one, else the CPU")
+    group.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                       help="autocast mixed precision (default: on for CUDA as released, off on the CPU)")
+    group.add_argument("--amp-dtype", default="auto", choices=("auto", "fp16", "bf16"),
+                       help="autocast dtype: auto = fp16 on CUDA (with gradient scaling), bf16 on the CPU")
+    group.add_argument("-j", "--workers", type=int, default=default_workers,
+                       help="DataLoader worker processes per training process")
+    group.add_argument("--seed", type=int, default=0, help="seeds weights, sample order and augmentations")
+    group.add_argument("-p", "--print-freq", type=int, default=10, help="progress-bar refresh, in steps")
+    return group
+
+
+def model_sizes(args, protocol):
+    """Keyword sizes for UmURL/DownstreamModel from the flags and the protocol's skeleton."""
+    return dict(t_input_size=protocol.t_input_size, s_input_size=protocol.s_input_size,
+                hidden_size=args.hidden_size, num_head=args.num_head, num_layer=args.num_layer,
+                parents=protocol.topology.parents)

@@ -1,0 +1,32 @@
+"""Command line of pretrain.py: the released flags and defaults, plus runtime and size options."""
+import argparse
+from pathlib import Path
+
+from options.common import add_data_args, add_model_args, add_runtime_args
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        description="UmURL self-supervised pretraining. Launch with torchrun for several processes.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    train = parser.add_argument_group("optimisation (released settings)")
+    train.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate (global, not per GPU)")
+    train.add_argument("-b", "--batch-size", type=int, default=512,
+                       help="global batch over all processes; each takes batch-size / world-size")
+    train.add_argument("--epochs", type=int, default=451, help="epochs to train, counted from 0")
+    train.add_argument("--schedule", type=int, nargs="*", default=[351], help="epochs at which lr is x0.1")
+    train.add_argument("--cos", action="store_true", help="cosine lr schedule instead of --schedule")
+    train.add_argument("--wd", "--weight-decay", dest="weight_decay", type=float, default=1e-5,
+                       help="Adam weight decay")
+    train.add_argument("--projector-dim", type=int, default=4096, help="D, projector output width")
+    run = parser.add_argument_group("checkpoints")
+    run.add_argument("--checkpoint-path", type=Path, default=Path("./checkpoints/pretrain"),
+                     help="run folder: checkpoints, config.json, log.jsonl and TensorBoard logs")
+    run.add_argument("--resume", type=Path, default=None,
+                     help="checkpoint to resume from (default: <checkpoint-path>/checkpoint_last.pth.tar if present)")
+    run.add_argument("--save-freq", type=int, default=50,
+                     help="write checkpoint_{epoch:04d}.pth.tar when epoch %% save-freq == 0 and after the last")
+    add_data_args(parser, ("--pre-dataset",))
+    add_model_args(parser)
+    add_runtime_args(parser)
+    return parser

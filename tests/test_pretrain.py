@@ -1,0 +1,173 @@
+"""pretrain.py end to end on tiny data: data parallelism, exact resume, checkpoints, failures."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import pretrain
+from checkpoint import load_encoder_weights, read_checkpoint
+from dataset import write_split
+from options.pretrain import build_parser
+from umurl import DownstreamModel
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--hidden-size", "16", "--projector-dim", "32", "--pre-dataset", "demo", "--device", "cpu"]
+
+
+def make_demo_data(root, num_train=16, num_val=8, seed=0):
+    """A random dataset in the released layout under root/demo/xsub (enough for plumbing tests)."""
+    rng = np.random.default_rng(seed)
+    for part, n in (("train", num_train), ("val", num_val)):
+        data = rng.standard_normal((n, 3, 80, 25, 2)).astype(np.float32)
+        write_split(root / "demo" / "xsub", part, data, rng.integers(10, 80, n), [f"S{i:03d}" for i in range(n)],
+                    np.arange(n) % 4)
+    return root
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return make_demo_data(tmp_path_factory.mktemp("data"))
+
+
+def run_args(data_root, run_dir, *extra):
+    return build_parser().parse_args([*TINY, "--data-root", str(data_root), "--checkpoint-path", str(run_dir),
+                                      *extra])
+
+
+def epoch_losses(run_dir):
+    return [json.loads(line)["loss"] for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def weights(run_dir, name="checkpoint_last.pth.tar"):
+    return read_checkpoint(run_dir / name)["state_dict"]
+
+
+def without_zero_gradient_entries(key, a, b):
+    """Drop the entries whose gradient is zero in exact arithmetic, so rounding noise decides its sign.
+
+    Adam's first step moves every weight by about lr * sign(gradient), so on those entries two
+    correct runs differ by 2 lr. They are the key bias of attention (adding a constant to every key
+    leaves the softmax unchanged), and every bias that shifts all samples of the batch alike right
+    before a BatchNorm, which subtracts the batch mean: the projector Linears' biases and the encoder's
+    last LayerNorm bias (a constant on every token survives max-pooling and reaches the projectors'
+    first BatchNorm through a Linear).
+    """
+    if key.endswith("self_attn.in_proj_bias"):
+        third = a.shape[0] // 3
+        keep = torch.ones_like(a, dtype=torch.bool)
+        keep[third:2 * third] = False
+        return a[keep], b[keep]
+    if ("projector" in key and key.endswith((".0.bias", ".3.bias"))) or key.endswith("layers.0.norm2.bias"):
+        return a[:0], b[:0]
+    return a, b
+
+
+def test_two_gloo_processes_match_one_process_on_the_same_global_batch(data_root, tmp_path):
+    # 8 samples, global batch 8: exactly one step. Two processes take 4 each; the all-gather and the
+    # synchronised BatchNorm must make that step identical to one process taking all 8.
+    root = make_demo_data(tmp_path / "data", num_train=8)
+    common = [*TINY, "--data-root", str(root), "--epochs", "1", "--batch-size", "8", "--workers", "0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single, double = tmp_path / "one", tmp_path / "two"
+    subprocess.run([sys.executable, "pretrain.py", *common, "--checkpoint-path", str(single)],
+                   cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
+    launched = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                               "pretrain.py", *common, "--checkpoint-path", str(double)],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    assert "2 process(es)" in launched.stdout
+    assert epoch_losses(double)[0] == pytest.approx(epoch_losses(single)[0], rel=1e-5)
+    one, two = weights(single), weights(double)
+    assert one.keys() == two.keys()
+    for key in one:
+        a, b = without_zero_gradient_entries(key, one[key].float(), two[key].float())
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), key
+    # The BatchNorm running statistics are those of the global batch on both.
+    assert torch.allclose(one["j_projector.1.running_mean"], two["j_projector.1.running_mean"], atol=1e-6)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(data_root, tmp_path, monkeypatch):
+    extra = ["--epochs", "3", "--batch-size", "4", "--workers", "2", "--seed", "7"]
+    straight = tmp_path / "straight"
+    pretrain.main(run_args(data_root, straight, *extra))
+
+    resumed = tmp_path / "resumed"
+    real_epoch, calls = pretrain.train_one_epoch, []
+
+    def dies_in_epoch_two(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise Interrupted("killed during epoch 2")
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(pretrain, "train_one_epoch", dies_in_epoch_two)
+    with pytest.raises(Interrupted):
+        pretrain.main(run_args(data_root, resumed, *extra))
+    monkeypatch.undo()
+    assert read_checkpoint(resumed / "checkpoint_last.pth.tar")["epoch"] == 2
+    pretrain.main(run_args(data_root, resumed, *extra))  # the same command again: resumes by itself
+
+    assert epoch_losses(resumed) == epoch_losses(straight)
+    final_straight, final_resumed = weights(straight), weights(resumed)
+    assert all(torch.equal(final_straight[k], final_resumed[k]) for k in final_straight)
+
+
+def test_checkpoints_follow_the_released_schedule_and_load_downstream(data_root, tmp_path):
+    run_dir = tmp_path / "run"
+    pretrain.main(run_args(data_root, run_dir, "--epochs", "5", "--batch-size", "8", "--workers", "0",
+                           "--save-freq", "2"))
+    names = sorted(p.name for p in run_dir.glob("checkpoint_*.pth.tar"))
+    assert names == ["checkpoint_0000.pth.tar", "checkpoint_0002.pth.tar", "checkpoint_0004.pth.tar",
+                     "checkpoint_last.pth.tar"]
+    last = read_checkpoint(run_dir / "checkpoint_last.pth.tar")
+    assert {"epoch", "state_dict", "optimizer", "scaler", "rng_states", "config"} <= set(last)
+    assert last["epoch"] == 5 and last["config"]["epochs"] == 5
+    model = DownstreamModel(4, t_input_size=150, s_input_size=192, hidden_size=16, num_head=1, num_layer=1)
+    report = load_encoder_weights(model, run_dir / "checkpoint_0004.pth.tar")
+    assert report["missing"] == ["fc.bias", "fc.weight"]
+    key = "backbone.j_emb.t_embedding.0.weight"
+    assert torch.equal(model.state_dict()[key], last["state_dict"][key])
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["config"]["batch_size"] == 8 and "command" in config
+    assert any((run_dir / "tensorboard").iterdir())
+
+
+def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_the_last_checkpoint(data_root, tmp_path, monkeypatch,
+                                                                                capsys):
+    run_dir = tmp_path / "run"
+    pretrain.main(run_args(data_root, run_dir, "--epochs", "1", "--batch-size", "8", "--workers", "0"))
+    before = weights(run_dir)
+    real_loss = pretrain.umurl_loss
+
+    def nan_loss(z):
+        total, parts = real_loss(z)
+        return total * float("nan"), parts
+
+    monkeypatch.setattr(pretrain, "umurl_loss", nan_loss)
+    with pytest.raises(SystemExit) as exit_info:
+        pretrain.main(run_args(data_root, run_dir, "--epochs", "2", "--batch-size", "8", "--workers", "0"))
+    assert exit_info.value.code == 1
+    assert "non-finite loss (nan) at epoch 1, step 0" in capsys.readouterr().out
+    after = read_checkpoint(run_dir / "checkpoint_last.pth.tar")
+    assert after["epoch"] == 1
+    assert all(torch.equal(before[k], after["state_dict"][k]) for k in before)
+
+
+def test_bad_settings_fail_at_start_up(data_root, tmp_path):
+    with pytest.raises(SystemExit, match="cannot fill one global batch"):
+        pretrain.main(run_args(data_root, tmp_path / "a", "--batch-size", "64"))
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit, match="cannot write to the run folder"):
+        pretrain.main(run_args(data_root, blocker / "run"))
+    with pytest.raises(Exception, match="train_data_joint.npy"):
+        pretrain.main(run_args(tmp_path / "no_data", tmp_path / "b"))
