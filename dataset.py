@@ -1,0 +1,86 @@
+"""Build the feeders of a (dataset, protocol) pair from the table in options/protocols.py.
+
+    protocol = get_protocol("ntu60", "cross_subject")      # sizes for the model
+    pretrain = build_pretrain_dataset(data_root, "ntu60", "cross_subject", seed=args.seed)
+    train, val = build_downstream_datasets(data_root, "ntu60", "cross_subject")
+
+Besides opening the files, the builders check that the arrays match the protocol's skeleton
+(joints V, persons M) and that labels fit its class count, so a wrong folder fails at startup.
+"""
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from feeder.feeder import DownstreamDataset, PretrainDataset
+from options.protocols import get_protocol
+from safe_io import DataFileError, check_label_range, load_labels
+
+
+def split_files(data_root, entry, part):
+    """(data, num_frame, label) paths of split `part` ("train" or "val") of a Protocol entry."""
+    return _split_files(Path(data_root) / entry.folder, part)
+
+
+def _split_files(folder, part):
+    return (folder / f"{part}_data_joint.npy", folder / f"{part}_num_frame.npy", folder / f"{part}_label.pkl")
+
+
+def write_split(folder, part, data, num_frames, names, labels):
+    """Write one split in the released layout (the inverse of what the feeders read).
+
+    data: float32 (N, 3, T, V, M); num_frames: (N,) real frame counts; names: N str; labels: N ints.
+    Labels are stored as plain Python ints, so reading them back needs no numpy globals.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    data_path, num_frame_path, label_path = _split_files(folder, part)
+    np.save(data_path, np.asarray(data, dtype=np.float32))
+    np.save(num_frame_path, np.asarray(num_frames, dtype=np.int64))
+    with open(label_path, "wb") as f:
+        pickle.dump((list(names), [int(y) for y in labels]), f)
+
+
+def num_classes(data_root, dataset, protocol):
+    """The protocol's class count: from the table, or 1 + the largest train/val label when the table
+    leaves it open (the demo data)."""
+    entry = get_protocol(dataset, protocol)
+    if entry.num_classes is not None:
+        return entry.num_classes
+    labels = [load_labels(split_files(data_root, entry, part)[2])[1] for part in ("train", "val")]
+    return int(np.concatenate(labels).max()) + 1
+
+
+def _check_matches(split, entry):
+    """The split's arrays hold the protocol's skeleton: (N, 3, T, V, M) with its V and M."""
+    _, _, _, num_joints, num_persons = split.shape
+    if (num_joints, num_persons) != (entry.num_joints, entry.num_persons):
+        raise DataFileError(
+            f"{split.data_path}: {num_joints} joints x {num_persons} persons, but {entry.dataset} "
+            f"{entry.protocol} expects {entry.num_joints} x {entry.num_persons} ({entry.topology.name})")
+
+
+def build_pretrain_dataset(data_root, dataset, protocol, *, seed=0, check_all_finite=False):
+    """The pretraining feeder over the protocol's train split: four augmented views per sample.
+
+    seed: the run's seed (views depend on (seed, epoch, index) only); check_all_finite: scan every
+    sample for NaN/Inf up front instead of at read time.
+    """
+    entry = get_protocol(dataset, protocol)
+    split = PretrainDataset(*split_files(data_root, entry, "train"), seed=seed,
+                            num_corrupt=entry.num_corrupt, check_all_finite=check_all_finite)
+    _check_matches(split, entry)
+    return split
+
+
+def build_downstream_datasets(data_root, dataset, protocol, *, check_all_finite=False):
+    """The (train, val) feeders for linear evaluation and kNN: whole sequences resampled, with labels."""
+    entry = get_protocol(dataset, protocol)
+    classes = num_classes(data_root, dataset, protocol)
+    splits = []
+    for part in ("train", "val"):
+        split = DownstreamDataset(*split_files(data_root, entry, part), check_all_finite=check_all_finite)
+        _check_matches(split, entry)
+        check_label_range(split.labels, classes, split.label_path)
+        splits.append(split)
+    return tuple(splits)

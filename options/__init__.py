@@ -1,0 +1,1 @@
+"""Command-line options and the per-protocol settings they select (protocols.py)."""

@@ -1,0 +1,83 @@
+"""Datasets and evaluation protocols: the one table of folders, class counts and input sizes.
+
+Each (dataset, protocol) pair names a prepared folder under the data root, holding
+`{train,val}_data_joint.npy`, `{train,val}_num_frame.npy` and `{train,val}_label.pkl` (layout in
+SPEC.md, "NTU RGB+D preprocessing"). The NTU folder names are those of the released code.
+The model's input sizes follow from the skeleton layout (skeleton.py) and the view length:
+temporal tokens are M*V*C wide, spatial tokens T*C (SPEC.md, "Model").
+"""
+from dataclasses import dataclass
+from pathlib import Path
+
+import skeleton
+from feeder.augmentations import NUM_CORRUPT, OUT_FRAMES
+
+DEFAULT_DATA_ROOT = Path("./data")
+NUM_COORDS = 3  # C: xyz
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One evaluation protocol of one dataset.
+
+    folder: the prepared split's folder relative to the data root. num_classes: None when it is read
+    from the label files (the synthetic demo data, whose generator sets it).
+    """
+
+    dataset: str
+    protocol: str
+    folder: str
+    num_classes: int | None
+    topology: skeleton.Topology
+    num_persons: int
+
+    @property
+    def num_joints(self):
+        return self.topology.num_joints
+
+    @property
+    def t_input_size(self):
+        """Width of a temporal token: one frame's M*V*C numbers (150 for NTU)."""
+        return self.num_persons * self.num_joints * NUM_COORDS
+
+    @property
+    def s_input_size(self):
+        """Width of a spatial token: one (person, joint)'s T*C numbers (192 at T=64)."""
+        return OUT_FRAMES * NUM_COORDS
+
+    @property
+    def num_corrupt(self):
+        """Joints hit by joint corruption: SPEC.md's 15 of 25, kept at the same 60% for other layouts."""
+        return round(NUM_CORRUPT * self.num_joints / skeleton.NTU_25.num_joints)
+
+
+PROTOCOLS = {(p.dataset, p.protocol): p for p in (
+    Protocol("ntu60", "cross_subject", "NTU-RGB-D-60-AGCN/xsub", 60, skeleton.NTU_25, 2),
+    Protocol("ntu60", "cross_view", "NTU-RGB-D-60-AGCN/xview", 60, skeleton.NTU_25, 2),
+    Protocol("ntu120", "cross_subject", "NTU-RGB-D-120-AGCN/xsub", 120, skeleton.NTU_25, 2),
+    Protocol("ntu120", "cross_setup", "NTU-RGB-D-120-AGCN/xsetup", 120, skeleton.NTU_25, 2),
+    # PKU-MMD phase 2: 41 action classes (phase 1 has 51), Kinect v2 skeletons, i.e. NTU's layout.
+    Protocol("pku2", "cross_subject", "PKU-MMD-II/xsub", 41, skeleton.NTU_25, 2),
+    # MSR Action3D: 20 actions, one person, its own 20-joint layout.
+    Protocol("msr", "cross_subject", "MSR-Action3D/xsub", 20, skeleton.MSR_20, 1),
+    # Synthetic NTU-format data (data_gen/synthetic.py): its class count is whatever it was made with.
+    Protocol("demo", "cross_subject", "demo/xsub", None, skeleton.NTU_25, 2),
+)}
+
+DATASETS = tuple(dict.fromkeys(dataset for dataset, _ in PROTOCOLS))
+
+
+def protocols_of(dataset):
+    """The protocol names of one dataset, in table order."""
+    return tuple(protocol for d, protocol in PROTOCOLS if d == dataset)
+
+
+def get_protocol(dataset, protocol):
+    """The table entry for (dataset, protocol); a ValueError listing the valid choices otherwise."""
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(DATASETS)}")
+    if (dataset, protocol) not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r} for dataset {dataset!r}; "
+                         f"valid protocols: {', '.join(protocols_of(dataset))}")
+    return PROTOCOLS[dataset, protocol]
+

@@ -1,0 +1,187 @@
+"""Augmentations: the golden resize, crop bounds, corruption, shear and the composed views."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from feeder.augmentations import (
+    choose_corruption,
+    choose_crop,
+    corrupt_joints,
+    downstream_view,
+    draw_shear,
+    pretrain_view,
+    resample,
+    shear,
+)
+
+
+def sample(seed, frames=300, joints=25, persons=2):
+    """A random (3, frames, joints, persons) float32 sample with no zero entries."""
+    rng = np.random.default_rng(seed)
+    return (rng.uniform(0.5, 1.5, (3, frames, joints, persons)) * rng.choice([-1, 1], (3, 1, 1, 1)))\
+        .astype(np.float32)
+
+
+def torch_resample(x, start, length, out_frames=64):
+    """The released code's resize: crop, lay time along H, bilinear interpolate to (out_frames, 1)."""
+    c, _, v, m = x.shape
+    crop = torch.from_numpy(x[:, start:start + length]).permute(0, 2, 3, 1).reshape(1, c * v * m, length, 1)
+    out = F.interpolate(crop, size=(out_frames, 1), mode="bilinear", align_corners=False)
+    return out.reshape(c, v, m, out_frames).permute(0, 3, 1, 2).numpy()  # (C, out_frames, V, M)
+
+
+class PinnedRng:
+    """Stands in for np.random.Generator with fixed draws, recording the integer range asked for."""
+
+    def __init__(self, scale, pick_last_start):
+        self.scale, self.pick_last_start, self.integer_range = scale, pick_last_start, None
+
+    def uniform(self, low, high):
+        return low + self.scale * (high - low)
+
+    def integers(self, low, high):
+        self.integer_range = (low, high)
+        return high - 1 if self.pick_last_start else low
+
+
+# ----------------------------------------------------------------------------- crop-resize
+
+def test_downstream_view_matches_golden_resize(golden):
+    out = downstream_view(golden["resize_input"].numpy(), golden["resize_num_frames"])
+    assert out.shape == (3, 64, 25, 2) and out.dtype == np.float32
+    np.testing.assert_allclose(out, golden["resize_output"].numpy(), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("start, length", [(0, 1), (3, 2), (10, 37), (0, 63), (5, 64), (2, 65), (40, 137),
+                                           (0, 300)])
+def test_resample_equals_torch_linear_interpolation(start, length):
+    x = sample(0)
+    expected = torch_resample(x, start, length)
+    np.testing.assert_allclose(resample(x, start, length), expected, rtol=0, atol=1e-6)
+
+
+def test_resample_reads_only_the_crop():
+    x = sample(1)
+    x[:, :10] = np.nan
+    x[:, 74:] = np.nan
+    assert np.isfinite(resample(x, 10, 64)).all()
+
+
+@settings(max_examples=300, deadline=None)
+@given(valid=st.integers(1, 300), seed=st.integers(0, 2**32 - 1))
+def test_crop_stays_inside_the_valid_frames(valid, seed):
+    start, length = choose_crop(valid, np.random.default_rng(seed))
+    assert min(64, valid) <= length <= valid
+    assert 0 <= start <= valid - length
+    if valid <= 64:
+        assert (start, length) == (0, valid)
+
+
+def test_crop_length_follows_the_formula():
+    # length = min(max(floor(valid * scale), 64), valid), scale = 0.1 + 0.9 u; start in [0, valid - length]
+    cases = [(300, 0.5, 165), (300, 0.0, 64), (300, 1.0, 300), (50, 0.7, 50), (137, 0.3, 64)]
+    for valid, u, expected in cases:
+        rng = PinnedRng(u, pick_last_start=True)
+        start, length = choose_crop(valid, rng)
+        assert length == expected
+        assert rng.integer_range == (0, valid - expected + 1)  # exclusive high: start may reach valid-length
+        assert start == valid - expected
+
+
+def test_crop_draws_cover_the_range():
+    rng = np.random.default_rng(0)
+    crops = np.array([choose_crop(300, rng) for _ in range(2000)])
+    assert crops[:, 1].min() == 64 and crops[:, 1].max() > 290
+    assert (crops[:, 1] == 64).mean() == pytest.approx(0.13, abs=0.03)  # P(300 (0.1 + 0.9u) < 65)
+    assert crops[:, 0].min() == 0 and crops[:, 0].max() > 200
+
+
+# ----------------------------------------------------------------------------- corruption and shear
+
+@pytest.mark.parametrize("seed", range(20))
+def test_corruption_changes_exactly_the_chosen_joints(seed):
+    rng = np.random.default_rng(seed)
+    x = sample(seed, frames=64)
+    joints, matrix = choose_corruption(25, rng)
+    assert len(joints) == 15 and len(set(joints.tolist())) == 15
+    out = corrupt_joints(x, joints, matrix)
+    changed = np.flatnonzero((out != x).any(axis=(0, 1, 3)))
+    assert sorted(changed.tolist()) == sorted(joints.tolist())
+    if matrix is None:
+        assert (out[:, :, joints] == 0).all()
+    else:
+        assert matrix.shape == (3, 3) and np.abs(matrix).max() <= 1
+        rows = np.moveaxis(x[:, :, joints], 0, -1)  # (T, 15, M, 3): xyz as row vectors
+        np.testing.assert_allclose(np.moveaxis(out[:, :, joints], 0, -1), rows @ matrix, rtol=1e-5, atol=1e-6)
+
+
+def test_corruption_zeroes_or_transforms_half_the_time_each():
+    rng = np.random.default_rng(0)
+    zeroed = [choose_corruption(25, rng)[1] is None for _ in range(1000)]
+    assert np.mean(zeroed) == pytest.approx(0.5, abs=0.05)
+
+
+def test_corruption_count_is_a_parameter():
+    joints, _ = choose_corruption(20, np.random.default_rng(0), num_corrupt=12)
+    assert len(set(joints.tolist())) == 12 and joints.max() < 20
+
+
+def test_shear_matrix_has_unit_diagonal():
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        s = draw_shear(rng)
+        assert (np.diag(s) == 1).all()
+        off = s[~np.eye(3, dtype=bool)]
+        assert (np.abs(off) < 1).all() and len(set(off.tolist())) == 6
+
+
+def test_shear_maps_each_point_p_to_s_times_p():
+    s = np.array([[1.0, 0.2, 0.3], [0.4, 1.0, 0.5], [0.6, 0.7, 1.0]])
+    x = np.zeros((3, 2, 1, 1), dtype=np.float32)
+    x[:, 0, 0, 0] = [1.0, 0.0, 0.0]
+    x[:, 1, 0, 0] = [1.0, 2.0, 3.0]
+    out = shear(x, s)
+    np.testing.assert_allclose(out[:, 0, 0, 0], s[:, 0], rtol=1e-6)  # a column of S, not a row: S p
+    np.testing.assert_allclose(out[:, 1, 0, 0], s @ [1.0, 2.0, 3.0], rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- composed views
+
+def test_pretrain_view_is_crop_then_corruption_then_shear():
+    # Replaying the same draws by hand, in SPEC.md's order, must give the same view; it does for
+    # seeds where both coin flips come up, so the order of the two spatial transforms is checked.
+    x = sample(3, frames=137)
+    both_applied = 0
+    for seed in range(40):
+        view = pretrain_view(x, 137, np.random.default_rng(seed))
+        rng = np.random.default_rng(seed)
+        expected = resample(x, *choose_crop(137, rng))
+        corrupt, sheared = rng.random() < 0.5, None
+        if corrupt:
+            expected = corrupt_joints(expected, *choose_corruption(25, rng))
+        if rng.random() < 0.5:
+            sheared = draw_shear(rng)
+            expected = shear(expected, sheared)
+        both_applied += corrupt and sheared is not None
+        np.testing.assert_array_equal(view, expected.astype(np.float32))
+    assert both_applied >= 5
+
+
+def test_pretrain_view_shape_dtype_and_determinism():
+    x = sample(4, frames=300, joints=20, persons=1)
+    a = pretrain_view(x, 250, np.random.default_rng(7), num_corrupt=12)
+    b = pretrain_view(x, 250, np.random.default_rng(7), num_corrupt=12)
+    c = pretrain_view(x, 250, np.random.default_rng(8), num_corrupt=12)
+    assert a.shape == (3, 64, 20, 1) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_short_sample_is_upsampled_whole():
+    x = sample(5, frames=300)
+    view = downstream_view(x, 20)
+    np.testing.assert_allclose(view, torch_resample(x, 0, 20), atol=1e-6)
+    np.testing.assert_array_equal(view[:, 0], x[:, 0])  # first output frame sits before frame 0's centre

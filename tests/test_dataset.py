@@ -1,0 +1,105 @@
+"""The protocol table and the dataset builders on a temporary data root."""
+import numpy as np
+import pytest
+
+import skeleton
+from dataset import build_downstream_datasets, build_pretrain_dataset, num_classes, write_split
+from feeder import DownstreamDataset, PretrainDataset
+from options.protocols import DATASETS, PROTOCOLS, get_protocol, protocols_of
+from safe_io import DataFileError
+
+
+def write_protocol(root, dataset, protocol, joints=25, persons=2, labels=(0, 1, 2, 3), frames=40):
+    """Write train and val splits of len(labels) random samples where the protocol expects them."""
+    folder = root / get_protocol(dataset, protocol).folder
+    rng = np.random.default_rng(0)
+    for part in ("train", "val"):
+        data = rng.standard_normal((len(labels), 3, frames, joints, persons)).astype(np.float32)
+        write_split(folder, part, data, np.full(len(labels), frames), [f"s{i}" for i in labels], labels)
+    return folder
+
+
+# ----------------------------------------------------------------------------- the table
+
+def test_released_protocols_and_folders():
+    assert get_protocol("ntu60", "cross_subject").folder == "NTU-RGB-D-60-AGCN/xsub"
+    assert get_protocol("ntu60", "cross_view").folder == "NTU-RGB-D-60-AGCN/xview"
+    assert get_protocol("ntu120", "cross_subject").folder == "NTU-RGB-D-120-AGCN/xsub"
+    assert get_protocol("ntu120", "cross_setup").folder == "NTU-RGB-D-120-AGCN/xsetup"
+    assert len({p.folder for p in PROTOCOLS.values()}) == len(PROTOCOLS)
+    assert protocols_of("ntu120") == ("cross_subject", "cross_setup")
+
+
+@pytest.mark.parametrize("dataset, protocol, classes, t_input, s_input, corrupt", [
+    ("ntu60", "cross_view", 60, 150, 192, 15),
+    ("ntu120", "cross_setup", 120, 150, 192, 15),
+    ("pku2", "cross_subject", 41, 150, 192, 15),
+    ("msr", "cross_subject", 20, 60, 192, 12),
+    ("demo", "cross_subject", None, 150, 192, 15),
+])
+def test_sizes_follow_from_the_topology(dataset, protocol, classes, t_input, s_input, corrupt):
+    entry = get_protocol(dataset, protocol)
+    assert (entry.num_classes, entry.t_input_size, entry.s_input_size, entry.num_corrupt) == \
+        (classes, t_input, s_input, corrupt)
+    assert entry.topology is (skeleton.MSR_20 if dataset == "msr" else skeleton.NTU_25)
+
+
+def test_unknown_dataset_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="unknown dataset 'ntu'") as error:
+        get_protocol("ntu", "cross_subject")
+    for dataset in DATASETS:
+        assert dataset in str(error.value)
+
+
+def test_unknown_protocol_lists_the_dataset_s_protocols():
+    with pytest.raises(ValueError, match="unknown protocol 'cross_setup' for dataset 'ntu60'") as error:
+        get_protocol("ntu60", "cross_setup")
+    assert "valid protocols: cross_subject, cross_view" in str(error.value)
+
+
+# ----------------------------------------------------------------------------- builders
+
+def test_builders_read_the_protocol_folder(tmp_path):
+    write_protocol(tmp_path, "ntu60", "cross_view")
+    pretrain = build_pretrain_dataset(tmp_path, "ntu60", "cross_view", seed=9)
+    train, val = build_downstream_datasets(tmp_path, "ntu60", "cross_view")
+    assert isinstance(pretrain, PretrainDataset) and pretrain.seed == 9 and len(pretrain) == 4
+    assert isinstance(train, DownstreamDataset) and isinstance(val, DownstreamDataset)
+    assert train.data_path.parent == val.data_path.parent == tmp_path / "NTU-RGB-D-60-AGCN" / "xview"
+    assert (train.data_path.name, val.data_path.name) == ("train_data_joint.npy", "val_data_joint.npy")
+    assert [view.shape for view in pretrain[0]] == [(3, 64, 25, 2)] * 4
+    assert val[3][1] == 3
+
+
+def test_msr_uses_its_own_skeleton_and_corruption_count(tmp_path):
+    write_protocol(tmp_path, "msr", "cross_subject", joints=20, persons=1)
+    pretrain = build_pretrain_dataset(tmp_path, "msr", "cross_subject")
+    assert pretrain.num_corrupt == 12
+    assert pretrain[0][0].shape == (3, 64, 20, 1)
+
+
+def test_demo_class_count_comes_from_its_labels(tmp_path):
+    write_protocol(tmp_path, "demo", "cross_subject", labels=(0, 4, 9, 2))
+    assert num_classes(tmp_path, "demo", "cross_subject") == 10
+    assert num_classes(tmp_path, "ntu60", "cross_subject") == 60  # from the table, no files read
+
+
+def test_skeleton_of_the_wrong_layout_is_refused(tmp_path):
+    folder = write_protocol(tmp_path, "ntu60", "cross_subject", joints=20, persons=1)
+    with pytest.raises(DataFileError, match="20 joints x 1 persons, but ntu60 cross_subject expects 25 x 2") \
+            as error:
+        build_pretrain_dataset(tmp_path, "ntu60", "cross_subject")
+    assert str(folder / "train_data_joint.npy") in str(error.value)
+
+
+def test_labels_beyond_the_class_count_are_refused(tmp_path):
+    folder = write_protocol(tmp_path, "msr", "cross_subject", joints=20, persons=1, labels=(0, 19, 20))
+    with pytest.raises(DataFileError, match=r"outside \[0, 20\)") as error:
+        build_downstream_datasets(tmp_path, "msr", "cross_subject")
+    assert str(folder / "train_label.pkl") in str(error.value)
+
+
+def test_missing_folder_names_the_expected_file(tmp_path):
+    expected = "NTU-RGB-D-120-AGCN/xsetup/train_data_joint.npy: data file not found"
+    with pytest.raises(DataFileError, match=expected):
+        build_pretrain_dataset(tmp_path, "ntu120", "cross_setup")
