@@ -1,0 +1,130 @@
+"""Command lines of the evaluation scripts: action_recognition.py, action_retrieval.py and tsne.py.
+
+The released flag names are kept (`--finetune-dataset`, `--pretrained`, `--knn-neighbours`, ...);
+data, model-size and runtime groups come from options/common.py, shared with pretrain.py.
+
+The optimisation flags of action_recognition.py default to None and are filled by
+`resolve_training_settings` from one of the two tables below, so that `--finetune` alone gives
+sensible fine-tuning settings while the plain command gives the released linear probe.
+"""
+import argparse
+from pathlib import Path
+
+from options.common import add_data_args, add_model_args, add_runtime_args
+from umurl import MODALITIES
+
+# The released linear-evaluation protocol (SPEC.md, "Training and evaluation protocols").
+LINEAR_PROBE = dict(lr=0.03, batch_size=512, epochs=150, schedule=[120, 140], weight_decay=0.0)
+# Fine-tuning (full and semi-supervised): OUR choice, not released. SGD with momentum like the probe,
+# a 3x smaller lr because the pretrained encoder moves too, light weight decay, and a smaller batch so
+# that 1% of NTU-60 (~400 samples) still gives a few steps per epoch. Inputs are the un-augmented
+# downstream views.
+FINE_TUNING = dict(lr=0.01, batch_size=128, epochs=100, schedule=[80, 90], weight_decay=1e-4)
+MOMENTUM = 0.9  # SGD momentum of both (released for the probe)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show defaults, except the None of flags whose help already says what they resolve to."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
+def add_encoder_args(parser):
+    """The encoder to evaluate: its checkpoint and which modalities feed it."""
+    group = parser.add_argument_group("encoder")
+    group.add_argument("--pretrained", type=Path, default=None,
+                       help="pretraining checkpoint: ours (checkpoint_{epoch:04d}.pth.tar from pretrain.py) or a "
+                            "released one (`module.` keys); default: a randomly initialised encoder (a baseline). "
+                            "Transfer = a checkpoint pretrained on another dataset with the same skeleton layout")
+    group.add_argument("--modalities", nargs="+", default=list(MODALITIES), choices=MODALITIES,
+                       help="inputs to the encoder: all three = the fused multi-modal feature y_u; one = uni-modal")
+    return group
+
+
+def _common(parser, run_folder, contents):
+    """The groups every evaluation script has, and its run folder (`contents`: what it receives)."""
+    add_encoder_args(parser)
+    add_data_args(parser, ("--finetune-dataset", "--dataset"))
+    add_model_args(parser)
+    add_runtime_args(parser)
+    parser.add_argument("--checkpoint-path", type=Path, default=Path(run_folder), help=f"run folder: {contents}")
+
+
+def _either(name, unit=""):
+    return f"{unit}default: {LINEAR_PROBE[name]} (linear probe, released) or {FINE_TUNING[name]} (--finetune, ours)"
+
+
+def build_recognition_parser():
+    parser = argparse.ArgumentParser(
+        description="Action recognition with a pretrained UmURL encoder: linear probe (released protocol), "
+                    "fine-tuning and semi-supervised fine-tuning. One process, one device.",
+        formatter_class=HelpFormatter)
+    train = parser.add_argument_group("optimisation (SGD, momentum 0.9)")
+    train.add_argument("--lr", type=float, default=None, help=_either("lr"))
+    train.add_argument("-b", "--batch-size", type=int, default=None,
+                       help=_either("batch_size", "samples per step, also for feature extraction; "))
+    train.add_argument("--epochs", type=int, default=None, help=_either("epochs"))
+    train.add_argument("--schedule", type=int, nargs="*", default=None,
+                       help="epochs at which lr is x0.1; " + _either("schedule"))
+    train.add_argument("--wd", "--weight-decay", dest="weight_decay", type=float, default=None,
+                       help=_either("weight_decay"))
+    train.add_argument("--eval-freq", type=int, default=5, help="evaluate every this many epochs (and after the last)")
+    mode = parser.add_argument_group("protocol")
+    mode.add_argument("--finetune", action="store_true",
+                      help="train the encoder too (train mode, our settings above); default: linear probe on the "
+                           "frozen encoder in eval mode")
+    mode.add_argument("--label-fraction", type=float, default=1.0,
+                      help="train on this fraction of the training labels, drawn per class with --seed (at least one "
+                           "sample per class); e.g. 0.01 and 0.1 with --finetune for the semi-supervised protocol")
+    mode.add_argument("--cache-features", action=argparse.BooleanOptionalAction, default=True,
+                      help="linear probe: encode the training and validation sets once and train the classifier on "
+                           "the stored features (the frozen encoder and un-augmented inputs make every epoch's "
+                           "features identical); --no-cache-features re-encodes every batch of every epoch")
+    _common(parser, "./checkpoints/action_recognition", "config.json, log.jsonl (one line per epoch), TensorBoard "
+            "scalars, results.json, model_final.pth.tar and, with --label-fraction, labelled_samples.json")
+    return parser
+
+
+def resolve_training_settings(args):
+    """Fill the optimisation flags left unset from LINEAR_PROBE or FINE_TUNING; check the protocol flags."""
+    table = FINE_TUNING if args.finetune else LINEAR_PROBE
+    for name, value in table.items():
+        if getattr(args, name) is None:
+            setattr(args, name, list(value) if isinstance(value, list) else value)
+    if not 0.0 < args.label_fraction <= 1.0:
+        raise SystemExit(f"--label-fraction must be in (0, 1], got {args.label_fraction}")
+    for name in ("epochs", "batch_size", "eval_freq"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    return args
+
+
+def build_retrieval_parser():
+    parser = argparse.ArgumentParser(
+        description="kNN action retrieval: each validation sample takes the majority label of its k most "
+                    "cosine-similar training samples (L2-normalised features). One process, one device.",
+        formatter_class=HelpFormatter)
+    knn = parser.add_argument_group("retrieval")
+    knn.add_argument("--knn-neighbours", type=int, default=1, help="k, neighbours that vote (released: 1)")
+    knn.add_argument("--chunk-size", type=int, default=1024,
+                     help="validation samples compared at once: memory is chunk-size x training samples floats")
+    knn.add_argument("-b", "--batch-size", type=int, default=512, help="feature-extraction batch")
+    _common(parser, "./checkpoints/action_retrieval", "config.json and results.json")
+    return parser
+
+
+def build_tsne_parser():
+    parser = argparse.ArgumentParser(
+        description="t-SNE plot (PNG) of the encoder's features for a few randomly chosen classes of one split.",
+        formatter_class=HelpFormatter)
+    plot = parser.add_argument_group("plot")
+    plot.add_argument("--num-classes", type=int, default=10, help="classes drawn at random (with --seed)")
+    plot.add_argument("--split", default="val", choices=("train", "val"), help="which split's samples to embed")
+    plot.add_argument("--max-per-class", type=int, default=None,
+                      help="at most this many samples per class, drawn with --seed (default: all)")
+    plot.add_argument("--perplexity", type=float, default=30.0,
+                      help="t-SNE perplexity (capped below the number of samples)")
+    plot.add_argument("-b", "--batch-size", type=int, default=512, help="feature-extraction batch")
+    _common(parser, "./checkpoints/tsne", "config.json, tsne.png and results.json")
+    return parser

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# kNN retrieval with the released settings: y_u of the training and validation sets, L2-normalised,
+# 1 nearest neighbour by cosine similarity, top-1 accuracy.
+#
+#   bash scripts/knn.sh <checkpoint-folder> <dataset> <protocol> [extra action_retrieval.py flags...]
+#   bash scripts/knn.sh checkpoints/ntu60_cross_subject ntu60 cross_subject
+#   bash scripts/knn.sh checkpoints/ntu60_cross_subject ntu60 cross_subject --knn-neighbours 5
+#   bash scripts/knn.sh checkpoints/ntu120_cross_subject ntu120 cross_subject --modalities bone
+#
+# Evaluates <checkpoint-folder>/checkpoint_0450.pth.tar (ours or released; --pretrained picks another)
+# into <checkpoint-folder>/knn_<dataset>_<protocol>/ (--checkpoint-path overrides). Relative paths are
+# taken from the repository root. One process on one GPU, no GPU count (use CUDA_VISIBLE_DEVICES, or
+# --device cpu). Last line: "RESULT knn top1=... k=... ...".
+set -euo pipefail
+if [ $# -lt 3 ]; then
+  sed -n '2,/^set /p' "$0" | sed -n 's/^# \{0,1\}//p'
+  exit 2
+fi
+cd "$(dirname "$0")/.."
+folder=$1 dataset=$2 protocol=$3
+shift 3
+
+released=(--knn-neighbours 1 --batch-size 512
+          --pretrained "$folder/checkpoint_0450.pth.tar" --finetune-dataset "$dataset" --protocol "$protocol"
+          --checkpoint-path "$folder/knn_${dataset}_${protocol}")
+exec python action_retrieval.py "${released[@]}" "$@"

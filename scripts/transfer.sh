@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Transfer: a model pretrained on one dataset, evaluated by the released linear probe on another
+# (SGD lr 0.03, batch 512, 150 epochs, lr x0.1 at 120 and 140). The two datasets must share the
+# skeleton layout (NTU RGB+D and PKU-MMD II both use Kinect v2's 25 joints, 2 persons); a checkpoint
+# that does not fit is refused, naming every misfit key.
+#
+#   bash scripts/transfer.sh <source-checkpoint-folder> <target-dataset> <protocol> [extra flags...]
+#   bash scripts/transfer.sh checkpoints/ntu60_cross_subject pku2 cross_subject
+#   bash scripts/transfer.sh checkpoints/ntu120_cross_subject pku2 cross_subject --modalities motion
+#
+# Evaluates <source-checkpoint-folder>/checkpoint_0450.pth.tar (--pretrained picks another) into
+# <source-checkpoint-folder>/transfer_<target-dataset>_<protocol>/ (--checkpoint-path overrides).
+# Relative paths are taken from the repository root. One process on one GPU, no GPU count (use
+# CUDA_VISIBLE_DEVICES, or --device cpu). Last line: "RESULT linear top1=... dataset=<target> ...".
+set -euo pipefail
+if [ $# -lt 3 ]; then
+  sed -n '2,/^set /p' "$0" | sed -n 's/^# \{0,1\}//p'
+  exit 2
+fi
+cd "$(dirname "$0")/.."
+folder=$1 dataset=$2 protocol=$3
+shift 3
+
+released=(--lr 0.03 --batch-size 512 --epochs 150 --schedule 120 140 --wd 0
+          --pretrained "$folder/checkpoint_0450.pth.tar" --finetune-dataset "$dataset" --protocol "$protocol"
+          --checkpoint-path "$folder/transfer_${dataset}_${protocol}")
+exec python action_recognition.py "${released[@]}" "$@"

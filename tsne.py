@@ -1,0 +1,112 @@
+"""t-SNE plot of a pretrained (or random) UmURL encoder's features for a few random classes.
+
+    python tsne.py --pretrained checkpoints/ntu60_cross_subject/checkpoint_0450.pth.tar \\
+        --finetune-dataset ntu60 --protocol cross_subject --num-classes 10 --checkpoint-path runs/tsne_ntu60_xsub
+    python tsne.py --finetune-dataset ntu60 --protocol cross_subject   # random weights, for comparison
+
+--num-classes classes of --split are drawn with --seed; their samples (all, or --max-per-class of
+each) are encoded, embedded in 2-D by sklearn's TSNE and drawn one colour per class into tsne.png in
+the run folder. Rendering uses matplotlib's Agg canvas through the Figure API, so no display and no
+global pyplot state are involved. One process on one device.
+"""
+import numpy as np
+import torch
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from sklearn.manifold import TSNE
+from torch.utils.data import Subset
+
+import utils
+from dataset import build_downstream_datasets, num_classes
+from options.common import model_sizes
+from options.downstream import build_tsne_parser
+from options.protocols import get_protocol
+
+
+def choose_samples(labels, num_classes, seed, max_per_class=None):
+    """(classes, indices): `num_classes` random classes present in `labels` (sorted) and their samples.
+
+    Asking for more classes than there are takes them all. With max_per_class, each class keeps at
+    most that many samples, drawn at random. The same arguments always give the same choice.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    present = np.unique(labels)
+    classes = np.sort(rng.choice(present, size=min(num_classes, len(present)), replace=False))
+    indices = []
+    for label in classes:
+        members = np.flatnonzero(labels == label)
+        if max_per_class is not None and len(members) > max_per_class:
+            members = rng.choice(members, size=max_per_class, replace=False)
+        indices.append(members)
+    return classes, np.sort(np.concatenate(indices))
+
+
+def embed_2d(features, perplexity, seed):
+    """t-SNE of features (N, D) to (N, 2); perplexity capped below N, as TSNE requires."""
+    perplexity = min(perplexity, max(1.0, (len(features) - 1) / 3))
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(features)
+
+
+def plot(points, labels, path, title):
+    """Scatter of points (N, 2), one colour per label, legend by class number, saved as a PNG."""
+    figure = Figure(figsize=(7, 6), dpi=150)
+    axes = figure.subplots()
+    classes = np.unique(labels)
+    # tab10's ten colours are the most distinct; tab20 (pairs of shades) only when more are needed.
+    palette = colormaps["tab10" if len(classes) <= 10 else "tab20"]
+    for position, label in enumerate(classes):
+        selected = labels == label
+        axes.scatter(points[selected, 0], points[selected, 1], s=6, color=palette(position % palette.N),
+                     label=str(label))
+    axes.set_title(title, fontsize=9)
+    axes.set_xticks([])
+    axes.set_yticks([])
+    axes.legend(title="class", fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+
+
+@torch.no_grad()
+def evaluate(model, dataset, batch_size, workers, device, amp_dtype, perplexity, seed, print_freq=10):
+    """The 2-D t-SNE embedding (N, 2) of a dataset's features, and its labels (N,)."""
+    features, labels = utils.extract_features(model, dataset, batch_size, workers, device, amp_dtype,
+                                              "features", print_freq)
+    return embed_2d(features.cpu().numpy(), perplexity, seed), labels.cpu().numpy()
+
+
+def main(args):
+    utils.require_single_process("tsne.py")
+    device = utils.resolve_device(args.device)
+    amp_dtype = utils.resolve_amp_dtype(device, args.amp, args.amp_dtype)
+    if args.num_classes < 1:
+        raise SystemExit(f"--num-classes must be at least 1, got {args.num_classes}")
+
+    protocol = get_protocol(args.dataset, args.protocol)
+    splits = dict(zip(("train", "val"), build_downstream_datasets(args.data_root, args.dataset, args.protocol)))
+    split = splits[args.split]
+    classes, indices = choose_samples(split.labels, args.num_classes, args.seed, args.max_per_class)
+    run_dir = utils.prepare_run_folder(args.checkpoint_path)
+    utils.write_config(run_dir, {**utils.config_dict(args), "classes": classes.tolist(), "samples": len(indices)})
+
+    utils.seed_everything(args.seed)  # the random-weights baseline
+    model, source = utils.load_downstream_model(num_classes(args.data_root, args.dataset, args.protocol),
+                                                model_sizes(args, protocol), args.modalities, args.pretrained)
+    model.to(device)
+    utils.main_print(f"t-SNE of {len(indices)} {args.split} samples of classes {classes.tolist()}, "
+                     f"{args.dataset} {args.protocol}, modalities {'+'.join(model.modalities)}, {source}")
+
+    points, labels = evaluate(model, Subset(split, indices.tolist()), args.batch_size, args.workers, device,
+                              amp_dtype, args.perplexity, args.seed, args.print_freq)
+    path = run_dir / "tsne.png"
+    title = (f"{args.dataset} {args.protocol} {args.split}, {'+'.join(model.modalities)}: "
+             f"{args.pretrained.name if args.pretrained else 'random weights'}")
+    plot(points, labels, path, title)
+    utils.write_results(run_dir, {"mode": "tsne", "classes": classes.tolist(), "samples": len(indices),
+                                  "png": str(path)})
+    print(utils.result_line("tsne", {"png": path, "classes": classes.tolist(), "samples": len(indices),
+                                     "dataset": args.dataset, "protocol": args.protocol}), flush=True)
+
+
+if __name__ == "__main__":
+    main(build_tsne_parser().parse_args())
