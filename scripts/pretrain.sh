@@ -13,12 +13,12 @@
 # the same command again resumes from checkpoint_last.pth.tar. Several nodes: run pretrain.py under
 # torchrun with --nnodes and --rdzv-* yourself (see README.md).
 set -euo pipefail
-cd "$(dirname "$0")/.."
 
 if [ $# -lt 2 ]; then
-  sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'   # before the cd below: $0 may be a relative path
   exit 2
 fi
+cd "$(dirname "$0")/.."
 dataset=$1 protocol=$2 gpus=${3:-4}
 shift $(( $# >= 3 ? 3 : 2 ))
 
