@@ -44,7 +44,16 @@ def init_distributed(device_kind):
     if device_kind == "cuda":
         torch.cuda.set_device(local_rank)
     # A generous timeout: rank 0 may be writing a large checkpoint while the others wait.
-    dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
+    timeout = timedelta(minutes=30)
+    store, rank, world_size = next(dist.rendezvous("env://", timeout=timeout))
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and os.environ.get("GROUP_WORLD_SIZE") == "1":
+        # torchrun --max-restarts restarts a failed worker group against the same store, which still
+        # holds the dead group's addresses under the keys the new group uses: the new processes may
+        # connect to dead ones and the restart fails. On one node the agent's restart count names the
+        # attempt for every worker, so it can prefix the keys. (Agents on several nodes may count
+        # differently; there, launch with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1: a new store per attempt.)
+        store = dist.PrefixStore(f"attempt_{os.environ['TORCHELASTIC_RESTART_COUNT']}/", store)
+    dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
     return dist.get_rank(), dist.get_world_size(), local_rank
 
 

@@ -122,8 +122,10 @@ def open_joint_data(path):
         data = np.load(path, mmap_mode="r")
     except FileNotFoundError:
         raise _error(path, "data file not found") from None
-    except ValueError as e:  # object arrays (allow_pickle=False) and corrupt headers land here
-        raise _error(path, f"not a plain .npy array: {e}") from None
+    # Object arrays (allow_pickle=False) and corrupt headers raise ValueError, but an empty file raises
+    # EOFError, a damaged header tokenize.TokenError or SyntaxError, a folder IsADirectoryError.
+    except Exception as e:
+        raise _error(path, f"not a plain .npy array: {e!r}") from None
     if data.ndim != 5 or data.shape[1] != 3:
         raise _error(path, f"expected shape (N, 3, T, V, M), got {data.shape}")
     if data.dtype.kind != "f":
@@ -138,8 +140,8 @@ def load_frame_counts(path, max_frames):
         counts = np.load(path)
     except FileNotFoundError:
         raise _error(path, "frame-count file not found") from None
-    except ValueError as e:
-        raise _error(path, f"not a plain .npy array: {e}") from None
+    except Exception as e:  # as in open_joint_data
+        raise _error(path, f"not a plain .npy array: {e!r}") from None
     if counts.ndim != 1:
         raise _error(path, f"expected shape (N,), got {counts.shape}")
     # Some tools save counts as floats; whole-number floats convert losslessly, anything else is a bug.

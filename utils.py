@@ -176,6 +176,28 @@ def append_jsonl(path, record):
         f.write(json.dumps(record) + "\n")
 
 
+def truncate_log(path, epoch):
+    """Keep only the records of epochs before `epoch` in a log.jsonl (a resumed run logs the rest again).
+
+    A line cut short by a crash is dropped too. The file is replaced atomically.
+    """
+    path = Path(path)
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = []
+    for line in lines:
+        try:
+            if json.loads(line)["epoch"] < epoch:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            pass
+    if len(kept) < len(lines):
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text("".join(kept))
+        os.replace(temporary, path)
+
+
 def config_dict(args):
     """argparse Namespace -> plain dict (paths as strings), for the run folder and checkpoints."""
     return {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()}

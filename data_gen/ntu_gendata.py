@@ -53,6 +53,9 @@ MAX_BODIES_READ = 4  # body slots read per file (Kinect v2 tracks up to 6; the r
 MAX_BODIES_KEPT = 2  # of which the two with the highest energy are kept
 BODY_FIELDS = 10  # bodyID clippedEdges hand{Left,Right}{Confidence,State} isRestricted leanX leanY state
 JOINT_FIELDS = 12  # x y z depthX depthY colorX colorY orientationW/X/Y/Z trackingState
+# Largest |x|, |y|, |z| accepted, in metres: far beyond any depth sensor's range, and far enough below
+# float32's limit (3.4e38) that the float32 output and its normalisation cannot overflow.
+MAX_ABS_COORDINATE = 1e6
 
 NTU60_TRAIN_SUBJECTS = (1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38)
 NTU120_TRAIN_SUBJECTS = NTU60_TRAIN_SUBJECTS + (
@@ -101,6 +104,22 @@ class InvalidFilesError(RuntimeError):
 
 # ----------------------------------------------------------------------------------------------------------
 # Reading one raw file
+
+# The bytes of a skeleton file: printable ASCII, tab, LF and CR. Others never come from the sensor, and
+# the parsers disagree on them (np.loadtxt splits fields at \x85 and \xa0, `fields_per_line` does not),
+# so a file holding one could be read to wrong numbers without an error.
+TEXT_BYTES = np.zeros(256, dtype=bool)
+TEXT_BYTES[[ord("\t"), ord("\n"), ord("\r")]] = True
+TEXT_BYTES[ord(" "):ord("~") + 1] = True
+
+
+def _check_text(path, raw):
+    """Raise SkeletonFileError at the first line holding a byte outside TEXT_BYTES."""
+    byte = np.frombuffer(raw, dtype=np.uint8)
+    bad = np.flatnonzero(~TEXT_BYTES[byte])
+    if len(bad):
+        line = int(np.count_nonzero(byte[:bad[0]] == ord("\n"))) + 1
+        raise SkeletonFileError(path, line, f"unexpected byte 0x{byte[bad[0]]:02x}: not a skeleton text file")
 
 
 def fields_per_line(raw):
@@ -179,11 +198,14 @@ def _walk(path, lines, fields, num_joints):
 
 
 def _first_bad_xyz_line(lines, joint_lines):
-    """Slow path, only after a failed parse: the first joint line whose x y z are not numbers."""
+    """Slow path, only after a failed parse: the first joint line whose x y z are not numbers.
+
+    Each line is parsed by np.loadtxt again, the parser that failed: Python's float() accepts more
+    (e.g. "1_0") and would miss the line np.loadtxt refused.
+    """
     for index in joint_lines:
         try:
-            for value in lines[index].split()[:3]:
-                float(value)
+            np.loadtxt([lines[index]], usecols=(0, 1, 2), comments=None, ndmin=2)
         except ValueError:
             return index
     raise AssertionError("a joint line failed to parse, but every line parses on its own")
@@ -192,6 +214,8 @@ def _first_bad_xyz_line(lines, joint_lines):
 def _parse_xyz(path, lines, fields, joint_lines):
     """x y z of the given joint lines -> (len(joint_lines), 3) float64, checking every line's fields."""
     joint_lines = np.asarray(joint_lines)
+    if len(joint_lines) == 0:  # nobody in any frame: np.loadtxt would warn about empty input
+        return np.zeros((0, 3))
     wrong = joint_lines[fields[joint_lines] != JOINT_FIELDS]
     if len(wrong):
         raise SkeletonFileError(path, int(wrong[0]) + 1, f"expected the {JOINT_FIELDS} fields of a joint, "
@@ -201,10 +225,11 @@ def _parse_xyz(path, lines, fields, joint_lines):
     except ValueError:
         bad = int(_first_bad_xyz_line(lines, joint_lines))
         raise SkeletonFileError(path, bad + 1, f"x y z are not numbers: {lines[bad].strip()!r}") from None
-    not_finite = joint_lines[~np.isfinite(xyz).all(axis=1)]
-    if len(not_finite):
-        bad = int(not_finite[0])
-        raise SkeletonFileError(path, bad + 1, f"x y z must be finite: {lines[bad].strip()!r}")
+    out_of_range = joint_lines[~(np.abs(xyz) <= MAX_ABS_COORDINATE).all(axis=1)]  # NaN compares False
+    if len(out_of_range):
+        bad = int(out_of_range[0])
+        raise SkeletonFileError(path, bad + 1, f"x y z must be finite, at most {MAX_ABS_COORDINATE:g} m "
+                                               f"in magnitude: {lines[bad].strip()!r}")
     return xyz
 
 
@@ -234,7 +259,8 @@ def read_xyz(path, num_joints=NTU_25.num_joints, num_bodies=MAX_BODIES_KEPT):
         raw = Path(path).read_bytes()
     except OSError as error:
         raise SkeletonFileError(path, None, f"cannot read: {error.strerror}") from None
-    lines = raw.decode("latin-1").split("\n")  # latin-1 never fails; bad bytes are caught as bad numbers
+    _check_text(path, raw)
+    lines = raw.decode("ascii").split("\n")
     fields = fields_per_line(raw)
     layout = _walk(path, lines, fields, num_joints)
 
