@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from feeder.feeder import DownstreamDataset, PretrainDataset
+from feeder.feeder import DownstreamDataset, PretrainDataset, RawPretrainDataset
 from options.protocols import get_protocol
 from safe_io import DataFileError, check_label_range, load_labels
 
@@ -60,15 +60,17 @@ def _check_matches(split, entry):
             f"{entry.protocol} expects {entry.num_joints} x {entry.num_persons} ({entry.topology.name})")
 
 
-def build_pretrain_dataset(data_root, dataset, protocol, *, seed=0, check_all_finite=False):
+def build_pretrain_dataset(data_root, dataset, protocol, *, seed=0, check_all_finite=False, raw=False):
     """The pretraining feeder over the protocol's train split: four augmented views per sample.
 
     seed: the run's seed (views depend on (seed, epoch, index) only); check_all_finite: scan every
-    sample for NaN/Inf up front instead of at read time.
+    sample for NaN/Inf up front instead of at read time; raw: return raw samples and their frame
+    counts instead (RawPretrainDataset), for views drawn on the device by feeder/batch_augment.py.
     """
     entry = get_protocol(dataset, protocol)
-    split = PretrainDataset(*split_files(data_root, entry, "train"), seed=seed,
-                            num_corrupt=entry.num_corrupt, check_all_finite=check_all_finite)
+    feeder = RawPretrainDataset if raw else PretrainDataset
+    split = feeder(*split_files(data_root, entry, "train"), seed=seed,
+                   num_corrupt=entry.num_corrupt, check_all_finite=check_all_finite)
     _check_matches(split, entry)
     return split
 

@@ -182,6 +182,24 @@ class UmURLEncoder(nn.Module):
         names = check_modalities(modalities)
         return self.encode(dict(zip(names, make_modalities(x, names, self.parents))))
 
+    def encode_views(self, v1, v2, v3, v4):
+        """y_j, y_b, y_m, y_u of the pretraining objective (joint of v1, bone of v2, motion of v3,
+        fused v4), each (N, 2H), from ONE pass through the shared encoder.
+
+        Every token sequence is processed on its own (attention, LayerNorm and max-pooling never mix
+        samples), so one pass over the four token batches stacked along N equals four passes up to
+        float rounding, with 4x taller matmuls. Each embedding MLP likewise embeds its uni-modal view
+        and v4 together.
+        """
+        n = v1.shape[0]
+        t_j, s_j = self.j_emb(torch.cat([v1, v4]))  # (2N, T, H), (2N, M*V, H)
+        t_b, s_b = self.b_emb(joint_to_bone(torch.cat([v2, v4]), self.parents))
+        t_m, s_m = self.m_emb(joint_to_motion(torch.cat([v3, v4])))
+        t_u, s_u = self.mm_fusion([t_j[n:], t_b[n:], t_m[n:]], [s_j[n:], s_b[n:], s_m[n:]])  # v4 fused
+        t = torch.cat([t_j[:n], t_b[:n], t_m[:n], t_u])  # (4N, T, H)
+        s = torch.cat([s_j[:n], s_b[:n], s_m[:n], s_u])  # (4N, M*V, H)
+        return self.ma_encoder(t, s).split(n)  # 4 x (N, 2H)
+
 
 # ---------------------------------------------------------------------------------------------
 # Pretraining: projectors, the objective, the model
@@ -209,9 +227,19 @@ def off_diagonal(matrix):
 
 
 def covariance_penalty(z):
-    """Sum of squared off-diagonal covariances (centred z, divided by B - 1), divided by D."""
+    """Sum of squared off-diagonal covariances (centred z, divided by B - 1), divided by D.
+
+    For B < D (pretraining: a batch of B projections of width D = 4096) the (D, D) covariance is
+    never formed: the squared entries of z^T z sum to those of the (B, B) Gram matrix z z^T (both
+    are trace(z^T z z^T z)), and the diagonal of z^T z holds each dimension's sum of squares. That is
+    B^2 D work instead of B D^2 and no D x D temporaries; equal up to float rounding.
+    """
     b, d = z.shape
     z = z - z.mean(dim=0)
+    if b < d:
+        gram = z @ z.T  # (B, B)
+        squares = z.pow(2).sum(dim=0)  # (D,): the diagonal of z^T z
+        return (gram.pow(2).sum() - squares.pow(2).sum()) / ((b - 1) ** 2 * d)
     cov = (z.T @ z) / (b - 1)  # (D, D)
     return off_diagonal(cov).pow(2).sum() / d
 
@@ -264,15 +292,15 @@ class UmURL(nn.Module):
         """Four augmented joint views (N, C, T, V, M) -> the six projections (N, D) by name.
 
         y_j, y_b, y_m: joint of v1, bone of v2, motion of v3, each alone through the encoder;
-        y_u: all three modalities of v4, fused. Each projector sees its uni-modal feature and then
-        y_u as two separate batches, y_u first: BatchNorm statistics are per batch and its running
-        statistics depend on that order, as released.
+        y_u: all three modalities of v4, fused. The four encoder passes are batched into one
+        (UmURLEncoder.encode_views); the projectors are not, see `project`.
         """
-        parents = self.backbone.parents
-        y_j = self.backbone.encode({"joint": v1})
-        y_b = self.backbone.encode({"bone": joint_to_bone(v2, parents)})
-        y_m = self.backbone.encode({"motion": joint_to_motion(v3)})
-        y_u = self.backbone(v4)
+        return self.project(*self.backbone.encode_views(v1, v2, v3, v4))
+
+    def project(self, y_j, y_b, y_m, y_u):
+        """The six projections of the four features (N, 2H). Each projector sees its uni-modal feature
+        and y_u as two separate batches, y_u first: BatchNorm statistics are per batch and its running
+        statistics depend on that order, as released."""
         z_uj, z_ub, z_um = self.j_projector(y_u), self.b_projector(y_u), self.m_projector(y_u)
         z_j, z_b, z_m = self.j_projector(y_j), self.b_projector(y_b), self.m_projector(y_m)
         return {"z_j": z_j, "z_b": z_b, "z_m": z_m, "z_uj": z_uj, "z_ub": z_ub, "z_um": z_um}

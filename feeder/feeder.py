@@ -126,6 +126,22 @@ class PretrainDataset(SkeletonSplit):
         )  # NUM_VIEWS x (C, out_frames, V, M)
 
 
+class RawPretrainDataset(PretrainDataset):
+    """Raw samples for pretraining with the views drawn on the device (feeder/batch_augment.py).
+
+    Item: (x, valid): x a float32 tensor (C, T, V, M) with T the file's frame count, holding the
+    sample's real frames [0, valid) and zeros after them (the padding on disk is never read), and
+    valid an int. The run's seed, epoch, num_corrupt and out_frames are kept for BatchAugment.
+    """
+
+    def __getitem__(self, index):
+        x, valid, _ = self.read(index)
+        c, t, v, m = self.shape[1:]
+        padded = np.zeros((c, t, v, m), dtype=np.float32)
+        padded[:, :valid] = x
+        return torch.from_numpy(padded), valid  # (C, T, V, M), int
+
+
 class DownstreamDataset(SkeletonSplit):
     """Samples for linear evaluation and kNN: the whole valid range resampled, nothing random.
 

@@ -26,6 +26,13 @@ def build_parser():
                      help="checkpoint to resume from (default: <checkpoint-path>/checkpoint_last.pth.tar if present)")
     run.add_argument("--save-freq", type=int, default=50,
                      help="write checkpoint_{epoch:04d}.pth.tar when epoch %% save-freq == 0 and after the last")
+    speed = parser.add_argument_group("speed (off by default: the released pipeline)")
+    speed.add_argument("--augment-on-device", action="store_true",
+                       help="the loader reads raw samples and the four views are drawn on the training device "
+                            "(feeder/batch_augment.py): same augmentations, torch instead of numpy random streams")
+    speed.add_argument("--compile", action="store_true",
+                       help="torch.compile the model (about a minute to compile; no faster on a CPU, see "
+                            "benchmarks/README.md; try it on a GPU with `benchmarks/train_step.py --compile`)")
     add_data_args(parser, ("--pre-dataset",))
     add_model_args(parser)
     add_runtime_args(parser)

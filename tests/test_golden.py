@@ -44,12 +44,27 @@ def test_loss_parts_match(golden, golden_run):
         assert parts[name].item() == pytest.approx(expected[name], rel=FEATURE_RTOL), name
 
 
+def zero_in_exact_arithmetic(name):
+    """Biases whose gradient is exactly zero in exact arithmetic: each adds the same constant to every
+    sample right before a normalisation over the batch that subtracts it again (the projectors' first
+    two Linears before their BatchNorms; the encoder's last LayerNorm, whose constant survives
+    max-pooling and reaches the first BatchNorm through a Linear). The fixture holds rounding noise
+    there (~1e-6), and its digits depend on the summation order, e.g. one batched encoder pass
+    against four separate ones."""
+    return ("projector" in name and name.endswith((".0.bias", ".3.bias"))) or name.endswith("layers.0.norm2.bias")
+
+
 def test_every_gradient_matches(golden, golden_run):
     model = golden_run[0]
     grads = {name: p.grad for name, p in model.named_parameters()}
     assert set(grads) == set(golden["grads"])
     for name, expected in golden["grads"].items():
-        assert relative_error(grads[name], expected) < GRAD_RTOL, name
+        if zero_in_exact_arithmetic(name):
+            # Noise-sized, measured against the gradient scale of the layer's own weight.
+            scale = golden["grads"][name.removesuffix("bias") + "weight"].abs().max()
+            assert (grads[name] - expected).abs().max() < GRAD_RTOL * scale, name
+        else:
+            assert relative_error(grads[name], expected) < GRAD_RTOL, name
 
 
 def test_batchnorm_running_statistics_match(golden, golden_run):
