@@ -25,12 +25,13 @@ from tqdm import tqdm
 
 import distributed
 import utils
-from checkpoint import load_pretraining_weights, read_checkpoint, save_atomic
+from checkpoint import CheckpointError, load_pretraining_weights, read_checkpoint, save_atomic
 from dataset import build_pretrain_dataset
 from feeder.batch_augment import BatchAugment
 from options.common import model_sizes
 from options.pretrain import build_parser
 from options.protocols import get_protocol
+from safe_io import DataFileError
 from umurl import UmURL, umurl_loss
 
 LAST_CHECKPOINT = "checkpoint_last.pth.tar"
@@ -244,4 +245,9 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(build_parser().parse_args())
+    try:
+        main(build_parser().parse_args())
+    except (DataFileError, CheckpointError) as error:
+        # Bad data or a checkpoint that does not fit: the message names the file and what is wrong,
+        # and a traceback would only bury it.
+        raise SystemExit(f"error: {error}") from None
