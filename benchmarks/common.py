@@ -3,6 +3,7 @@ import os
 import platform
 import statistics
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -41,6 +42,17 @@ def machine_line(info):
     load = f", load average {info['load_average_1min']}" if "load_average_1min" in info else ""
     return (f"{info['cpu']}, {info['cores']} cores ({info['cpu_capability']}), torch {info['torch']} "
             f"with {info['torch_threads']} threads, Python {info['python']}{gpu}{load}")
+
+
+@contextmanager
+def torch_threads(count):
+    """Run the block with `count` torch CPU threads, then restore the previous count."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def synchronize(device):

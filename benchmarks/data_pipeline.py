@@ -10,6 +10,10 @@ written to a temporary folder, then read through two pipelines with 0, 2 and all
   training process; the time of both is counted.
 Also timed alone: BatchAugment on a batch already on the device (its ceiling when loading is free).
 Each figure is batches/s over `--batches` batches after the first (worker start-up is not counted).
+The training process runs its torch ops here with --threads (default 1) CPU threads: they are small
+(a few MB each), so a second thread gains little, and on a busy machine two threads stall each other
+at every op (measured: 20 ms per batch of 16 with one thread, 160-330 ms with two while another
+process kept one core busy). DataLoader workers use one thread each whatever this says.
 """
 import argparse
 import json
@@ -26,7 +30,7 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import (best_and_median, machine_info, machine_line, markdown_table, synchronize,  # noqa: E402
-                               time_calls)
+                               time_calls, torch_threads)
 from dataset import write_split  # noqa: E402
 from feeder.batch_augment import BatchAugment  # noqa: E402
 from feeder.feeder import PretrainDataset, RawPretrainDataset  # noqa: E402
@@ -76,6 +80,11 @@ def augment_alone(raw_batch, device, repeats):
 
 
 def run(args):
+    with torch_threads(args.threads):
+        return measure(args)
+
+
+def measure(args):
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     worker_counts = sorted({0, min(2, os.cpu_count()), os.cpu_count()})
     rows = []
@@ -100,7 +109,8 @@ def run(args):
     for row in rows:
         row["batches_per_s"] = round(row["batches_per_s"], 1)
         row["samples_per_s"] = round(row["batches_per_s"] * args.batch_size, 1)
-    return {"machine": machine_info(), "batch_size": args.batch_size, "num_samples": args.num_samples, "rows": rows}
+    return {"machine": machine_info(), "batch_size": args.batch_size, "num_samples": args.num_samples,
+            "threads": args.threads, "rows": rows}
 
 
 def table(results):
@@ -113,6 +123,7 @@ def add_arguments(parser):
     parser.add_argument("--num-samples", type=int, default=512, help="samples in the generated split")
     parser.add_argument("--batch-size", type=int, default=16, help="samples per batch (4 views each)")
     parser.add_argument("--batches", type=int, default=20, help="timed batches per configuration")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads of the training process")
 
 
 def main(argv=None):

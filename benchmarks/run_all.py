@@ -32,7 +32,7 @@ from umurl import DEFAULT_SIZES  # noqa: E402
 # step takes seconds on a 2-core CPU. Quick: tiny everything, for the test suite.
 FULL = {
     "preprocess": dict(num_files=200, workers=2),
-    "data_pipeline": dict(num_samples=512, batch_size=16, batches=20),
+    "data_pipeline": dict(num_samples=512, batch_size=16, batches=20, threads=1),
     "train_step": dict(batch_size=16, steps=3, warmup=1, hidden_size=DEFAULT_SIZES["hidden_size"],
                        projector_dim=4096, peak_size=2048),
     "evaluation": dict(train_samples=256, val_samples=128, hidden_size=DEFAULT_SIZES["hidden_size"],
@@ -41,7 +41,7 @@ FULL = {
 }
 QUICK = {
     "preprocess": dict(num_files=4, workers=2),
-    "data_pipeline": dict(num_samples=24, batch_size=4, batches=3),
+    "data_pipeline": dict(num_samples=24, batch_size=4, batches=3, threads=1),
     "train_step": dict(batch_size=4, steps=1, warmup=1, hidden_size=16, projector_dim=32, peak_size=256),
     "evaluation": dict(train_samples=24, val_samples=12, hidden_size=16, probe_epochs=10, reencode_epochs=5,
                        knn_train=300, knn_val=60, knn_dim=32, chunk_size=64),
@@ -108,7 +108,8 @@ def report(results, command):
              f"Total wall time {results['total_s']:.0f} s.", "",
              "## 1. Preprocessing", "", preprocess_table(results["preprocess"]), "",
              "## 2. Data pipeline (pretraining batches/s)", "",
-             f"Batch {results['data_pipeline']['batch_size']} samples x 4 views.", "",
+             f"Batch {results['data_pipeline']['batch_size']} samples x 4 views; the training process uses "
+             f"{results['data_pipeline']['threads']} torch thread(s) here (small ops, see data_pipeline.py).", "",
              data_pipeline.table(results["data_pipeline"]), "",
              "## 3. Training step", "", train_step.table(results["train_step"]), "",
              "## 4. Evaluation", "", evaluation.table(results["evaluation"]), "",

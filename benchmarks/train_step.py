@@ -165,7 +165,7 @@ def measure_device(names, precisions, args, device, flops):
                      "batch_size": args.batch_size, "step_s_best": round(best, 3), "step_s_median": round(median, 3),
                      "samples_per_s": round(samples_per_s, 2), "gflop_per_sample": round(flop / 1e9, 2),
                      "achieved_gflop_s": round(achieved / 1e9, 1), "peak_gflop_s": round(peaks[precision] / 1e9, 1),
-                     "mfu": round(achieved / peaks[precision], 3), **profile})
+                     "mfu": achieved / peaks[precision], **profile})
     return rows
 
 

@@ -1,0 +1,115 @@
+"""benchmarks/real_data.py: the --quick run end to end on the real MSR Action3D files, and its refusals."""
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import utils
+from benchmarks import real_data
+from checkpoint import read_checkpoint
+from data_gen.msr_gendata import gendata
+from options.common import model_sizes
+from options.protocols import get_protocol
+
+ROOT = Path(__file__).resolve().parents[1]
+MSR_DATA = real_data.DEFAULT_DATA_PATH
+ROWS = {(encoder, name) for encoder in real_data.ENCODERS for name in real_data.INPUTS}
+
+
+def quick_args(out, *extra):
+    return real_data.build_parser().parse_args(["--quick", "--out", str(out), "--data-path", str(MSR_DATA), *extra])
+
+
+@pytest.mark.skipif(not (MSR_DATA / real_data.SAMPLE_LIST).exists(),
+                    reason=f"MSR Action3D not found at {MSR_DATA} (../shared/data/msr_action3d beside the checkout)")
+def test_quick_run_end_to_end_on_the_real_data(tmp_path):
+    start = time.perf_counter()
+    report = real_data.main(quick_args(tmp_path / "run"))
+    assert time.perf_counter() - start < 60
+
+    out = tmp_path / "run"
+    assert report["samples"] == {"train": 284, "val": 273}  # the 557-sequence cross-subject split
+    saved = json.loads((out / "results.json").read_text())
+    assert {(row["encoder"], row["input"]) for row in saved["rows"]} == ROWS and len(saved["rows"]) == 8
+    for row in saved["rows"]:
+        assert 0.0 <= row["linear_top1"] <= 100.0 and 0.0 <= row["knn_top1"] <= 100.0
+        # Every row is what its evaluation run wrote, with the encoder it claims to have used.
+        for kind, key in (("linear", "linear_top1"), ("knn", "knn_top1")):
+            run = json.loads((out / "eval" / f"{row['encoder']}_{row['input']}" / kind / "results.json").read_text())
+            assert run["top1"] == row[key]
+            assert run["modalities"] == list(real_data.INPUTS[row["input"]])
+            assert (run["pretrained"] == "None") == (row["encoder"] == "random")
+            if row["encoder"] == "pretrained":
+                assert Path(run["pretrained"]) == out / "pretrain" / "checkpoint_0000.pth.tar"
+
+    table = (out / "results.md").read_text()
+    body = [line for line in table.splitlines() if line.startswith("| ") and "encoder" not in line]
+    assert {tuple(cell.strip() for cell in line.strip("|").split("|")[:2]) for line in body} == ROWS
+    assert len(body) == 8
+
+    # A second run into the same folder is refused: pretrain.py would otherwise resume the old run.
+    with pytest.raises(SystemExit, match="not empty"):
+        real_data.main(quick_args(out))
+
+
+def test_absent_data_is_a_clear_message_and_writes_nothing(tmp_path):
+    missing, out = tmp_path / "no_such_folder", tmp_path / "run"
+    args = real_data.build_parser().parse_args(["--quick", "--data-path", str(missing), "--out", str(out)])
+    with pytest.raises(SystemExit) as error:
+        real_data.main(args)
+    message = str(error.value.code)
+    assert message.startswith("error: MSR Action3D not found") and str(missing) in message
+    assert "\n" not in message
+    assert not out.exists()
+
+
+def test_absent_data_exits_non_zero_from_the_command_line(tmp_path):
+    missing = tmp_path / "no_such_folder"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "real_data.py"), "--data-path", str(missing),
+                             "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert len(result.stderr.strip().splitlines()) == 1  # one line, no traceback
+    assert "MSR Action3D not found" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_half_present_data_folder_names_what_is_missing(tmp_path):
+    (tmp_path / real_data.SKELETON_FOLDER).mkdir()  # the skeletons without the 557-sample list
+    with pytest.raises(SystemExit, match=real_data.SAMPLE_LIST):
+        real_data.check_data_path(tmp_path)
+
+
+def test_a_non_empty_run_folder_is_kept_unless_overwrite(tmp_path):
+    (tmp_path / "pretrain").mkdir()
+    (tmp_path / "pretrain" / "checkpoint_last.pth.tar").write_text("an earlier run")
+    (tmp_path / "notes.txt").write_text("not the benchmark's")
+    with pytest.raises(SystemExit, match="--overwrite"):
+        real_data.prepare_out(tmp_path, overwrite=False)
+    assert (tmp_path / "pretrain" / "checkpoint_last.pth.tar").exists()
+    real_data.prepare_out(tmp_path, overwrite=True)
+    assert not (tmp_path / "pretrain").exists()  # the benchmark's own subfolders are rebuilt...
+    assert (tmp_path / "notes.txt").exists()  # ...and nothing else is touched
+
+
+@pytest.mark.skipif(not (MSR_DATA / real_data.SAMPLE_LIST).exists(), reason=f"MSR Action3D not found at {MSR_DATA}")
+def test_the_random_encoder_is_the_initialisation_pretraining_starts_from(tmp_path):
+    # With lr 0, pretraining's only checkpoint holds its initial encoder; the evaluation scripts' random
+    # encoder (no --pretrained, same seed and sizes) must be exactly that, so the table's two rows differ
+    # by what pretraining learnt and nothing else.
+    args = real_data.apply_quick(real_data.build_parser().parse_args(["--quick", "--lr", "0", "--seed", "3"]))
+    skeletons, sample_list = real_data.check_data_path(MSR_DATA)
+    gendata(skeletons, tmp_path / "data", sample_list)
+    checkpoint, _ = real_data.pretrain_encoder(args, tmp_path / "data", tmp_path / "pretrain")
+    state = read_checkpoint(checkpoint)["state_dict"]
+    pretrained = {key.removeprefix("backbone."): value for key, value in state.items() if key.startswith("backbone.")}
+
+    utils.seed_everything(args.seed)  # as action_recognition.py and action_retrieval.py do before building it
+    sizes = model_sizes(args, get_protocol("msr", "cross_subject"))
+    random_model, _ = utils.load_downstream_model(20, sizes, real_data.INPUTS["fused"], None)
+    random_weights = random_model.backbone.state_dict()
+    assert pretrained.keys() == random_weights.keys()
+    for key, value in random_weights.items():
+        assert torch.equal(pretrained[key], value), key
