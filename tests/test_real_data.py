@@ -27,33 +27,54 @@ def quick_args(out, *extra):
 @pytest.mark.skipif(not (MSR_DATA / real_data.SAMPLE_LIST).exists(),
                     reason=f"MSR Action3D not found at {MSR_DATA} (../shared/data/msr_action3d beside the checkout)")
 def test_quick_run_end_to_end_on_the_real_data(tmp_path):
+    out, seeds = tmp_path / "run", [0, 5]
     start = time.perf_counter()
-    report = real_data.main(quick_args(tmp_path / "run"))
+    report = real_data.main(quick_args(out, "--seeds", *map(str, seeds)))
     assert time.perf_counter() - start < 60
 
-    out = tmp_path / "run"
     assert report["samples"] == {"train": 284, "val": 273}  # the 557-sequence cross-subject split
     saved = json.loads((out / "results.json").read_text())
     assert {(row["encoder"], row["input"]) for row in saved["rows"]} == ROWS and len(saved["rows"]) == 8
     for row in saved["rows"]:
-        assert 0.0 <= row["linear_top1"] <= 100.0 and 0.0 <= row["knn_top1"] <= 100.0
-        # Every row is what its evaluation run wrote, with the encoder it claims to have used.
-        for kind, key in (("linear", "linear_top1"), ("knn", "knn_top1")):
-            run = json.loads((out / "eval" / f"{row['encoder']}_{row['input']}" / kind / "results.json").read_text())
-            assert run["top1"] == row[key]
-            assert run["modalities"] == list(real_data.INPUTS[row["input"]])
-            assert (run["pretrained"] == "None") == (row["encoder"] == "random")
-            if row["encoder"] == "pretrained":
-                assert Path(run["pretrained"]) == out / "pretrain" / "checkpoint_0000.pth.tar"
+        assert [run["seed"] for run in row["per_seed"]] == seeds
+        for key in ("linear_top1", "knn_top1"):
+            assert row[key] == pytest.approx(sum(run[key] for run in row["per_seed"]) / len(seeds))
+        for run in row["per_seed"]:
+            assert 0.0 <= run["linear_top1"] <= 100.0 and 0.0 <= run["knn_top1"] <= 100.0
+            # Every value is what its evaluation run wrote, with the encoder and seed it claims.
+            folder = out / f"seed{run['seed']}" / "eval" / f"{row['encoder']}_{row['input']}"
+            for kind, key in (("linear", "linear_top1"), ("knn", "knn_top1")):
+                written = json.loads((folder / kind / "results.json").read_text())
+                config = json.loads((folder / kind / "config.json").read_text())["config"]
+                assert written["top1"] == run[key] and config["seed"] == run["seed"]
+                assert written["modalities"] == list(real_data.INPUTS[row["input"]])
+                if row["encoder"] == "random":
+                    assert written["pretrained"] == "None"
+                else:
+                    assert Path(written["pretrained"]) == out / f"seed{run['seed']}" / "pretrain" / \
+                        "checkpoint_0000.pth.tar"
 
     table = (out / "results.md").read_text()
     body = [line for line in table.splitlines() if line.startswith("| ") and "encoder" not in line]
     assert {tuple(cell.strip() for cell in line.strip("|").split("|")[:2]) for line in body} == ROWS
     assert len(body) == 8
+    assert "Pretrained minus random, fused input" in table
 
-    # A second run into the same folder is refused: pretrain.py would otherwise resume the old run.
+    # A second run into the same folder is refused: pretrain.py would otherwise resume the old runs.
     with pytest.raises(SystemExit, match="not empty"):
         real_data.main(quick_args(out))
+
+
+def test_the_table_shows_the_mean_and_every_seed():
+    per_seed = [{key: {"seed": seed, "linear_top1": 60.0 + seed, "linear_best_top1": 0.0, "linear_top5": 0.0,
+                       "knn_top1": 50.0 + 2 * seed + (key[0] == "pretrained"), "linear_s": 1.0, "knn_s": 2.0}
+                 for key in ROWS} for seed in (1, 3)]
+    rows = real_data.combine(per_seed)
+    assert [(row["encoder"], row["input"]) for row in rows][:2] == [("pretrained", "fused"), ("pretrained", "joint")]
+    assert real_data.table_rows(rows)[0] == ("pretrained", "fused", "62.00 (61.00, 63.00)", "55.00 (53.00, 57.00)",
+                                             "1.0", "2.0")
+    assert real_data.gain_line(rows) == ("Pretrained minus random, fused input: linear +0.00 points (per seed +0.00, "
+                                         "+0.00); kNN +1.00 points (per seed +1.00, +1.00).")
 
 
 def test_absent_data_is_a_clear_message_and_writes_nothing(tmp_path):
@@ -83,15 +104,20 @@ def test_a_half_present_data_folder_names_what_is_missing(tmp_path):
 
 
 def test_a_non_empty_run_folder_is_kept_unless_overwrite(tmp_path):
-    (tmp_path / "pretrain").mkdir()
-    (tmp_path / "pretrain" / "checkpoint_last.pth.tar").write_text("an earlier run")
+    (tmp_path / "seed0" / "pretrain").mkdir(parents=True)
+    (tmp_path / "seed0" / "pretrain" / "checkpoint_last.pth.tar").write_text("an earlier run")
+    (tmp_path / "results.md").write_text("an earlier table")
+    (tmp_path / "seed_notes").mkdir()
     (tmp_path / "notes.txt").write_text("not the benchmark's")
     with pytest.raises(SystemExit, match="--overwrite"):
         real_data.prepare_out(tmp_path, overwrite=False)
-    assert (tmp_path / "pretrain" / "checkpoint_last.pth.tar").exists()
+    assert (tmp_path / "seed0" / "pretrain" / "checkpoint_last.pth.tar").exists()
     real_data.prepare_out(tmp_path, overwrite=True)
-    assert not (tmp_path / "pretrain").exists()  # the benchmark's own subfolders are rebuilt...
-    assert (tmp_path / "notes.txt").exists()  # ...and nothing else is touched
+    # What the benchmark writes is rebuilt from scratch...
+    assert not (tmp_path / "seed0").exists() and not (tmp_path / "results.md").exists()
+    assert (tmp_path / "logs").is_dir()
+    # ...and nothing else is touched.
+    assert (tmp_path / "notes.txt").exists() and (tmp_path / "seed_notes").is_dir()
 
 
 @pytest.mark.skipif(not (MSR_DATA / real_data.SAMPLE_LIST).exists(), reason=f"MSR Action3D not found at {MSR_DATA}")
@@ -99,14 +125,15 @@ def test_the_random_encoder_is_the_initialisation_pretraining_starts_from(tmp_pa
     # With lr 0, pretraining's only checkpoint holds its initial encoder; the evaluation scripts' random
     # encoder (no --pretrained, same seed and sizes) must be exactly that, so the table's two rows differ
     # by what pretraining learnt and nothing else.
-    args = real_data.apply_quick(real_data.build_parser().parse_args(["--quick", "--lr", "0", "--seed", "3"]))
+    args = real_data.apply_quick(real_data.build_parser().parse_args(["--quick", "--lr", "0"]))
+    seed = 3
     skeletons, sample_list = real_data.check_data_path(MSR_DATA)
     gendata(skeletons, tmp_path / "data", sample_list)
-    checkpoint, _ = real_data.pretrain_encoder(args, tmp_path / "data", tmp_path / "pretrain")
+    checkpoint, _ = real_data.pretrain_encoder(args, seed, tmp_path / "data", tmp_path / "pretrain")
     state = read_checkpoint(checkpoint)["state_dict"]
     pretrained = {key.removeprefix("backbone."): value for key, value in state.items() if key.startswith("backbone.")}
 
-    utils.seed_everything(args.seed)  # as action_recognition.py and action_retrieval.py do before building it
+    utils.seed_everything(seed)  # as action_recognition.py and action_retrieval.py do before building it
     sizes = model_sizes(args, get_protocol("msr", "cross_subject"))
     random_model, _ = utils.load_downstream_model(20, sizes, real_data.INPUTS["fused"], None)
     random_weights = random_model.backbone.state_dict()
