@@ -182,24 +182,6 @@ class UmURLEncoder(nn.Module):
         names = check_modalities(modalities)
         return self.encode(dict(zip(names, make_modalities(x, names, self.parents))))
 
-    def encode_views(self, v1, v2, v3, v4):
-        """y_j, y_b, y_m, y_u of the pretraining objective (joint of v1, bone of v2, motion of v3,
-        fused v4), each (N, 2H), from ONE pass through the shared encoder.
-
-        Every token sequence is processed on its own (attention, LayerNorm and max-pooling never mix
-        samples), so one pass over the four token batches stacked along N equals four passes up to
-        float rounding, with 4x taller matmuls. Each embedding MLP likewise embeds its uni-modal view
-        and v4 together.
-        """
-        n = v1.shape[0]
-        t_j, s_j = self.j_emb(torch.cat([v1, v4]))  # (2N, T, H), (2N, M*V, H)
-        t_b, s_b = self.b_emb(joint_to_bone(torch.cat([v2, v4]), self.parents))
-        t_m, s_m = self.m_emb(joint_to_motion(torch.cat([v3, v4])))
-        t_u, s_u = self.mm_fusion([t_j[n:], t_b[n:], t_m[n:]], [s_j[n:], s_b[n:], s_m[n:]])  # v4 fused
-        t = torch.cat([t_j[:n], t_b[:n], t_m[:n], t_u])  # (4N, T, H)
-        s = torch.cat([s_j[:n], s_b[:n], s_m[:n], s_u])  # (4N, M*V, H)
-        return self.ma_encoder(t, s).split(n)  # 4 x (N, 2H)
-
 
 # ---------------------------------------------------------------------------------------------
 # Pretraining: projectors, the objective, the model
@@ -292,10 +274,14 @@ class UmURL(nn.Module):
         """Four augmented joint views (N, C, T, V, M) -> the six projections (N, D) by name.
 
         y_j, y_b, y_m: joint of v1, bone of v2, motion of v3, each alone through the encoder;
-        y_u: all three modalities of v4, fused. The four encoder passes are batched into one
-        (UmURLEncoder.encode_views); the projectors are not, see `project`.
+        y_u: all three modalities of v4, fused. (One encoder pass over the four views stacked along N
+        computes the same and was measured: no faster on a CPU, see benchmarks/README.md.)
         """
-        return self.project(*self.backbone.encode_views(v1, v2, v3, v4))
+        parents = self.backbone.parents
+        y_j = self.backbone.encode({"joint": v1})
+        y_b = self.backbone.encode({"bone": joint_to_bone(v2, parents)})
+        y_m = self.backbone.encode({"motion": joint_to_motion(v3)})
+        return self.project(y_j, y_b, y_m, self.backbone(v4))
 
     def project(self, y_j, y_b, y_m, y_u):
         """The six projections of the four features (N, 2H). Each projector sees its uni-modal feature

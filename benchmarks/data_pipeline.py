@@ -8,7 +8,8 @@ written to a temporary folder, then read through two pipelines with 0, 2 and all
 - on-device views (--augment-on-device): RawPretrainDataset reads raw samples and BatchAugment draws
   the views for the whole batch on the device (here the CPU, and the GPU when there is one), in the
   training process; the time of both is counted.
-Also timed alone: BatchAugment on a batch already on the device (its ceiling when loading is free).
+Also timed: the raw loader alone (what it must supply when a GPU draws the views), and BatchAugment
+on a batch already on the device (its ceiling when loading is free).
 Each figure is batches/s over `--batches` batches after the first (worker start-up is not counted).
 The training process runs its torch ops here with --threads (default 1) CPU threads: they are small
 (a few MB each), so a second thread gains little, and on a busy machine two threads stall each other
@@ -95,6 +96,11 @@ def measure(args):
             loader = DataLoader(PretrainDataset(*paths), batch_size=args.batch_size, shuffle=True,
                                 num_workers=workers, drop_last=True)
             rows.append({"pipeline": "numpy views (default)", "augment_device": "cpu (workers)", "workers": workers,
+                         "batches_per_s": batches_per_second(loader, num_batches)})
+            # What the loader alone must supply when the views are drawn on a GPU.
+            loader = DataLoader(RawPretrainDataset(*paths), batch_size=args.batch_size, shuffle=True,
+                                num_workers=workers, drop_last=True)
+            rows.append({"pipeline": "raw samples only (no views)", "augment_device": "-", "workers": workers,
                          "batches_per_s": batches_per_second(loader, num_batches)})
             for device in devices:
                 loader = DataLoader(RawPretrainDataset(*paths), batch_size=args.batch_size, shuffle=True,

@@ -1,11 +1,11 @@
 """The yardstick for benchmarks/train_step.py: the UmURL pretraining step written the straightforward way.
 
-This follows the structure of the released code rather than umurl.py's: four separate encoder passes
-(joint of v1, bone of v2, motion of v3, fused v4), each embedding MLP called once per view, sequence-
-first Transformers (`batch_first=False`) fed through permutes, bones built joint by joint in a Python
-loop, and the loss's covariance term from the full (D, D) covariance matrix. It has umurl.UmURL's
+This follows the structure of the released code: four separate encoder passes (joint of v1, bone of
+v2, motion of v3, fused v4), sequence-first Transformers (`batch_first=False`) fed through permutes,
+bones built joint by joint in a Python loop, and the loss's covariance term from the full (D, D)
+covariance matrix; benchmarks/train_step.py pairs it with torch's default Adam. It has umurl.UmURL's
 parameter names, so both load the same state_dict, and it computes the same projections, loss and
-gradients (tests/test_benchmarks.py checks this on the golden fixture). It exists only to be measured
+gradients (tests/test_fast_paths.py checks this on the golden fixture). It exists only to be measured
 against; train with umurl.py.
 
 Shape legend: N batch, C coordinates, T frames, V joints, M persons, H hidden size, D projector width.

@@ -5,15 +5,15 @@
 
 A step is what pretrain.py runs per batch: forward of the four views under autocast, the loss,
 backward and the Adam update (GradScaler for fp16). Variants (VARIANTS below), each on random views:
-the yardstick (benchmarks/naive_model.py with torch's default Adam), umurl.py with every fast path
-(one batched encoder pass, the covariance term from the (B, B) Gram matrix, fused Adam from
-pretrain.build_optimizer), umurl.py without each fast path in turn (what each one brings), and with
---compile torch.compile of umurl.py; each in fp32 and under bf16 autocast on the CPU, and in
-fp32/fp16/bf16 on CUDA when there is a GPU. For each: samples/s from the best of --steps timed
-steps, the FLOP of one sample's forward + backward counted by torch.utils.flop_counter (matmul-class
-ops: mm, addmm, bmm, attention), the FLOP/s that makes, the model-FLOP utilisation against the
-matmul peak of the same dtype measured in the same run, and (CPU) the share of one step's profiled
-CPU time spent in those matmul-class ops.
+the yardstick (benchmarks/naive_model.py with torch's default Adam), umurl.py with its fast paths
+(the covariance term from the (B, B) Gram matrix, fused Adam from pretrain.build_optimizer),
+umurl.py without each of them in turn (what each one brings), umurl.py with one batched encoder pass
+(a candidate that was measured and not adopted), and with --compile torch.compile of umurl.py; each
+in fp32 and under bf16 autocast on the CPU, and in fp32/fp16/bf16 on CUDA when there is a GPU. For
+each: samples/s from the best of --steps timed rounds, the FLOP of one sample's forward + backward
+counted by torch.utils.flop_counter (matmul-class ops: mm, addmm, bmm, attention), the FLOP/s that
+makes, the model-FLOP utilisation against the matmul peak of the same dtype measured in the same
+run, and (CPU) the share of one profiled step's CPU time spent in those matmul-class ops.
 """
 import argparse
 import json
@@ -28,9 +28,10 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import (best_and_median, machine_info, machine_line, markdown_table, matmul_peak,  # noqa: E402
-                               synchronize)
+                               synchronize, time_calls)
 from benchmarks.naive_model import NaiveUmURL, naive_loss  # noqa: E402
 from pretrain import build_optimizer  # noqa: E402
+from skeleton import joint_to_bone, joint_to_motion  # noqa: E402
 from umurl import DEFAULT_SIZES, UmURL, umurl_loss  # noqa: E402
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -44,24 +45,34 @@ def random_views(batch_size, device, frames=64, joints=25, persons=2, seed=0):
 
 VARIANTS = {
     "naive": "the yardstick: benchmarks/naive_model.py, torch's default Adam",
-    "umurl": "umurl.py and pretrain.build_optimizer: every fast path",
-    "umurl without batched pass": "the encoder run once per view, as released",
+    "umurl": "umurl.py and pretrain.build_optimizer: Gram covariance, fused Adam",
     "umurl without Gram covariance": "the loss's covariance term from the full (D, D) covariance",
     "umurl without fused Adam": "torch's default Adam (a loop of small ops per tensor on the CPU)",
+    "umurl + batched pass": "candidate, not adopted: the four encoder passes as one over a 4N batch",
 }
 
 
-class FourPasses(nn.Module):
-    """umurl.UmURL with the shared encoder run once per view instead of once for all four."""
+class BatchedPass(nn.Module):
+    """umurl.UmURL with its four encoder passes (joint of v1, bone of v2, motion of v3, fused v4) run as
+    ONE pass over the four token batches stacked along N, each embedding MLP over its view and v4.
+
+    Attention, LayerNorm and max-pooling act per sequence, so this equals four passes up to float
+    rounding (tests/test_fast_paths.py); the projectors keep their separate BatchNorm batches.
+    """
 
     def __init__(self, model):
         super().__init__()
         self.model = model
 
     def forward(self, v1, v2, v3, v4):
-        backbone = self.model.backbone
-        return self.model.project(backbone(v1, ("joint",)), backbone(v2, ("bone",)), backbone(v3, ("motion",)),
-                                  backbone(v4))
+        backbone, n = self.model.backbone, v1.shape[0]
+        t_j, s_j = backbone.j_emb(torch.cat([v1, v4]))  # (2N, T, H), (2N, M*V, H)
+        t_b, s_b = backbone.b_emb(joint_to_bone(torch.cat([v2, v4]), backbone.parents))
+        t_m, s_m = backbone.m_emb(joint_to_motion(torch.cat([v3, v4])))
+        t_u, s_u = backbone.mm_fusion([t_j[n:], t_b[n:], t_m[n:]], [s_j[n:], s_b[n:], s_m[n:]])  # v4 fused
+        t = torch.cat([t_j[:n], t_b[:n], t_m[:n], t_u])  # (4N, T, H)
+        s = torch.cat([s_j[:n], s_b[:n], s_m[:n], s_u])  # (4N, M*V, H)
+        return self.model.project(*backbone.ma_encoder(t, s).split(n))  # 4 x (N, 2H) -> projections
 
 
 def umurl_total(z):
@@ -72,8 +83,8 @@ def build(implementation, sizes, projector_dim, device, compile_model=False):
     """(model, loss function, optimizer) of one of VARIANTS, the same initial weights for all."""
     torch.manual_seed(0)
     model = (NaiveUmURL if implementation == "naive" else UmURL)(**sizes, projector_dim=projector_dim).to(device)
-    if implementation == "umurl without batched pass":
-        model = FourPasses(model)
+    if implementation == "umurl + batched pass":
+        model = BatchedPass(model)
     loss = naive_loss if implementation in ("naive", "umurl without Gram covariance") else umurl_total
     if implementation in ("naive", "umurl without fused Adam"):
         optimizer = torch.optim.Adam(model.parameters(), lr=5e-4, weight_decay=1e-5)
@@ -177,8 +188,20 @@ def add_speedups(rows):
         row["speedup_vs_naive_same_precision"] = round(row["samples_per_s"] / naive[row["device"], row["precision"]], 2)
 
 
+def optimizer_step_seconds(sizes, projector_dim, device, repeats=3):
+    """Best seconds of one Adam update of the whole model from random gradients: torch's default
+    (released) against pretrain.build_optimizer's fused kernel. The step's fixed cost, whatever the batch."""
+    model = UmURL(**sizes, projector_dim=projector_dim).to(device)
+    for parameter in model.parameters():
+        parameter.grad = torch.randn_like(parameter)
+    optimizers = {"released": torch.optim.Adam(model.parameters(), lr=5e-4, weight_decay=1e-5),
+                  "fused": build_optimizer(model, 5e-4, 1e-5, device)}
+    return {name: round(best_and_median(time_calls(optimizer.step, repeats, device=device))[0], 4)
+            for name, optimizer in optimizers.items()}
+
+
 def run(args):
-    """All variants on every device; returns {machine, sizes, flop_per_sample, rows}."""
+    """All variants on every device; returns {machine, sizes, flop_per_sample, rows, optimizer_step_s}."""
     torch.set_num_threads(args.threads)
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     precisions = {"cpu": ["fp32", "bf16"], "cuda": ["fp32", "fp16", "bf16"]}
@@ -186,8 +209,9 @@ def run(args):
     flops = {name: flops_per_sample(name, args.sizes, args.projector_dim, args.batch_size) for name in names}
     rows = [row for device in devices for row in measure_device(names, precisions[device.type], args, device, flops)]
     add_speedups(rows)
+    optimizer = {d.type: optimizer_step_seconds(args.sizes, args.projector_dim, d) for d in devices}
     return {"machine": machine_info(), "sizes": args.sizes, "projector_dim": args.projector_dim,
-            "batch_size": args.batch_size, "flop_per_sample": flops, "rows": rows}
+            "batch_size": args.batch_size, "flop_per_sample": flops, "rows": rows, "optimizer_step_s": optimizer}
 
 
 def table(results):
@@ -199,7 +223,9 @@ def table(results):
              f"{r['speedup_vs_naive_same_precision']}x", r["gflop_per_sample"], r["achieved_gflop_s"],
              r["peak_gflop_s"], f"{100 * r['mfu']:.0f}%",
              "-" if r["matmul_share"] is None else f"{100 * r['matmul_share']:.0f}%") for r in results["rows"]]
-    return markdown_table(header, rows)
+    adam = "; ".join(f"{device}: {t['released']} s released, {t['fused']} s fused"
+                     for device, t in results["optimizer_step_s"].items())
+    return markdown_table(header, rows) + f"\n\nOne Adam update of all parameters alone ({adam})."
 
 
 def add_arguments(parser):

@@ -31,6 +31,7 @@ def test_every_section_reports_its_figures(quick_run):
     for row in step["rows"]:
         assert row["samples_per_s"] > 0 and row["gflop_per_sample"] > 0 and row["peak_gflop_s"] > 0 and row["mfu"] > 0
         assert 0 < row["matmul_share"] <= 1
+    assert step["optimizer_step_s"]["cpu"]["released"] > 0 and step["optimizer_step_s"]["cpu"]["fused"] > 0
     # The Gram-matrix covariance does less arithmetic than the full covariance.
     assert step["flop_per_sample"]["umurl"] < step["flop_per_sample"]["naive"]
 

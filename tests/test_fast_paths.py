@@ -1,9 +1,10 @@
 """The fast paths compute what the straightforward implementation computes.
 
-benchmarks/naive_model.py (the released structure: four encoder passes, sequence-first Transformers,
-the full (D, D) covariance) is the yardstick; umurl.py batches the encoder passes and takes the
-covariance term from the Gram matrix, pretrain.py uses fused Adam, and --augment-on-device draws the
-views on the device. Tolerances as in tests/test_golden.py.
+benchmarks/naive_model.py (the released structure: sequence-first Transformers fed through permutes,
+bones built in a loop, the full (D, D) covariance) is the yardstick; umurl.py takes the covariance
+term from the Gram matrix, pretrain.py uses fused Adam and can draw the views on the device
+(--augment-on-device, tests/test_batch_augment.py) or compile the model. Tolerances as in
+tests/test_golden.py.
 """
 import pytest
 import torch
@@ -11,6 +12,7 @@ import torch
 import pretrain
 from checkpoint import read_checkpoint
 from benchmarks.naive_model import NaiveUmURL, bones_by_loop, naive_loss
+from benchmarks.train_step import BatchedPass
 from skeleton import NTU_25, joint_to_bone
 from tests.test_golden import FEATURE_RTOL, GRAD_RTOL, relative_error, zero_in_exact_arithmetic
 from tests.test_pretrain import epoch_losses, make_demo_data, run_args
@@ -64,15 +66,17 @@ def test_umurl_and_the_yardstick_share_parameters_and_agree_on_random_views():
             assert relative_error(fast.state_dict()[key], value) < FEATURE_RTOL, key
 
 
-def test_one_batched_encoder_pass_equals_four_separate_ones():
+def test_the_batched_encoder_pass_candidate_computes_the_same_projections():
+    # Measured and not adopted (benchmarks/README.md), but the benchmark's figure is only meaningful
+    # if the candidate computes what UmURL computes.
     torch.manual_seed(0)
-    encoder = UmURL(**TINY, projector_dim=32).backbone.eval()
-    v1, v2, v3, v4 = views(seed=1)
-    batched = encoder.encode_views(v1, v2, v3, v4)
-    separate = (encoder(v1, ("joint",)), encoder(v2, ("bone",)), encoder(v3, ("motion",)), encoder(v4))
-    for a, b in zip(batched, separate):
-        assert a.shape == b.shape == (6, 32)
-        assert relative_error(a, b) < FEATURE_RTOL
+    model = UmURL(**TINY, projector_dim=32)
+    twin = UmURL(**TINY, projector_dim=32)
+    twin.load_state_dict(model.state_dict())
+    inputs = views(seed=1)
+    batched, separate = BatchedPass(twin)(*inputs), model(*inputs)
+    for name in separate:
+        assert relative_error(batched[name], separate[name]) < FEATURE_RTOL, name
 
 
 def test_bones_by_loop_equal_the_vectorised_bones():
@@ -135,11 +139,11 @@ def test_resume_keeps_the_fused_kernel_when_the_checkpoint_was_written_without_i
 
 def test_pretraining_with_views_drawn_on_the_device(tmp_path):
     data_root = make_demo_data(tmp_path / "data")
-    common = ["--epochs", "2", "--batch-size", "8", "--workers", "0"]
-    pretrain.main(run_args(data_root, tmp_path / "device", *common, "--augment-on-device"))
-    pretrain.main(run_args(data_root, tmp_path / "again", *common, "--augment-on-device"))
+    common = ["--epochs", "1", "--batch-size", "8", "--workers", "0", "--augment-on-device"]
+    pretrain.main(run_args(data_root, tmp_path / "device", *common))
+    pretrain.main(run_args(data_root, tmp_path / "again", *common))
     losses = epoch_losses(tmp_path / "device")
-    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
+    assert len(losses) == 1 and all(torch.isfinite(torch.tensor(losses)))
     assert epoch_losses(tmp_path / "again") == losses  # seeded: the same views every run
     assert run_args(data_root, tmp_path / "x").augment_on_device is False  # off by default
 

@@ -49,8 +49,8 @@ def zero_in_exact_arithmetic(name):
     sample right before a normalisation over the batch that subtracts it again (the projectors' first
     two Linears before their BatchNorms; the encoder's last LayerNorm, whose constant survives
     max-pooling and reaches the first BatchNorm through a Linear). The fixture holds rounding noise
-    there (~1e-6), and its digits depend on the summation order, e.g. one batched encoder pass
-    against four separate ones."""
+    there (~1e-6), and its digits depend on the summation order, e.g. on how the loss's covariance
+    term is computed (umurl.covariance_penalty)."""
     return ("projector" in name and name.endswith((".0.bias", ".3.bias"))) or name.endswith("layers.0.norm2.bias")
 
 
