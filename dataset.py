@@ -60,17 +60,24 @@ def _check_matches(split, entry):
             f"{entry.protocol} expects {entry.num_joints} x {entry.num_persons} ({entry.topology.name})")
 
 
-def build_pretrain_dataset(data_root, dataset, protocol, *, seed=0, check_all_finite=False, raw=False):
+def build_pretrain_dataset(data_root, dataset, protocol, *, seed=0, min_crop_length=None, check_all_finite=False,
+                           raw=False):
     """The pretraining feeder over the protocol's train split: four augmented views per sample.
 
-    seed: the run's seed (views depend on (seed, epoch, index) only); check_all_finite: scan every
-    sample for NaN/Inf up front instead of at read time; raw: return raw samples and their frame
-    counts instead (RawPretrainDataset), for views drawn on the device by feeder/batch_augment.py.
+    seed: the run's seed (views depend on (seed, epoch, index) only); min_crop_length: the shortest
+    temporal crop, None for the protocol's (options/protocols.py: 64 as released, 16 for MSR);
+    check_all_finite: scan every sample for NaN/Inf up front instead of at read time; raw: return raw
+    samples and their frame counts instead (RawPretrainDataset), for views drawn on the device by
+    feeder/batch_augment.py.
     """
     entry = get_protocol(dataset, protocol)
+    if min_crop_length is None:
+        min_crop_length = entry.min_crop_length
+    if min_crop_length < 1:
+        raise ValueError(f"the minimum crop length must be at least 1 frame, got {min_crop_length}")
     feeder = RawPretrainDataset if raw else PretrainDataset
-    split = feeder(*split_files(data_root, entry, "train"), seed=seed,
-                   num_corrupt=entry.num_corrupt, check_all_finite=check_all_finite)
+    split = feeder(*split_files(data_root, entry, "train"), seed=seed, num_corrupt=entry.num_corrupt,
+                   min_crop_length=min_crop_length, check_all_finite=check_all_finite)
     _check_matches(split, entry)
     return split
 

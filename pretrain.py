@@ -163,14 +163,15 @@ def main(args):
     protocol = get_protocol(args.dataset, args.protocol)
     run_dir = utils.prepare_run_folder(args.checkpoint_path) if rank == 0 else args.checkpoint_path
     dataset = build_pretrain_dataset(args.data_root, args.dataset, args.protocol, seed=args.seed,
-                                     raw=args.augment_on_device)
-    augment = BatchAugment(args.seed, device, rank, dataset.num_corrupt, dataset.out_frames) \
-        if args.augment_on_device else None
+                                     min_crop_length=args.min_crop_length, raw=args.augment_on_device)
+    augment = BatchAugment(args.seed, device, rank, dataset.num_corrupt, dataset.out_frames,
+                           dataset.min_crop_length) if args.augment_on_device else None
     per_process_batch = args.batch_size // world_size
     if len(dataset) < args.batch_size:
         raise SystemExit(f"{len(dataset)} training samples cannot fill one global batch of {args.batch_size}")
 
-    config = {**utils.config_dict(args), "world_size": world_size, "device": str(device),
+    config = {**utils.config_dict(args), "min_crop_length": dataset.min_crop_length,  # resolved from the protocol
+              "world_size": world_size, "device": str(device),
               "amp_dtype": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32"}
     if rank == 0:
         utils.write_config(run_dir, config)

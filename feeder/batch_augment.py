@@ -117,7 +117,8 @@ def draw_coin(n, generator):
 
 # ----------------------------------------------------------------------------- the view
 
-def pretrain_views(x, valid, generator, num_corrupt=NUM_CORRUPT, out_frames=OUT_FRAMES, num_views=NUM_VIEWS):
+def pretrain_views(x, valid, generator, num_corrupt=NUM_CORRUPT, out_frames=OUT_FRAMES, num_views=NUM_VIEWS,
+                   min_crop_length=MIN_CROP_LENGTH):
     """num_views independent pretraining views of a raw batch, as augmentations.pretrain_view per view:
     crop-resize, then corruption w.p. 1/2, then shear w.p. 1/2, each decided per sample.
 
@@ -126,7 +127,7 @@ def pretrain_views(x, valid, generator, num_corrupt=NUM_CORRUPT, out_frames=OUT_
     n, _, _, num_joints, _ = x.shape
     views = []
     for _ in range(num_views):
-        view = resample(x, *draw_crops(valid, generator), out_frames=out_frames)
+        view = resample(x, *draw_crops(valid, generator, min_length=min_crop_length), out_frames=out_frames)
         corrupt, (joints, zero, matrices) = draw_coin(n, generator), draw_corruptions(n, num_joints, generator,
                                                                                         num_corrupt)
         view = corrupt_joints(view, joints & corrupt[:, None], zero, matrices)
@@ -149,9 +150,10 @@ class BatchAugment:
     rank) and the batches' order, so a run resumed at an epoch boundary draws what it would have drawn.
     """
 
-    def __init__(self, seed, device, rank=0, num_corrupt=NUM_CORRUPT, out_frames=OUT_FRAMES):
+    def __init__(self, seed, device, rank=0, num_corrupt=NUM_CORRUPT, out_frames=OUT_FRAMES,
+                 min_crop_length=MIN_CROP_LENGTH):
         self.seed, self.rank = seed, rank
-        self.num_corrupt, self.out_frames = num_corrupt, out_frames
+        self.num_corrupt, self.out_frames, self.min_crop_length = num_corrupt, out_frames, min_crop_length
         self.generator = torch.Generator(device=device)
         self.set_epoch(0)
 
@@ -159,4 +161,5 @@ class BatchAugment:
         self.generator.manual_seed(epoch_seed(self.seed, epoch, self.rank))
 
     def __call__(self, x, valid):
-        return pretrain_views(x, valid, self.generator, self.num_corrupt, self.out_frames)
+        return pretrain_views(x, valid, self.generator, self.num_corrupt, self.out_frames,
+                              min_crop_length=self.min_crop_length)

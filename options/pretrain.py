@@ -19,6 +19,9 @@ def build_parser():
     train.add_argument("--wd", "--weight-decay", dest="weight_decay", type=float, default=1e-5,
                        help="Adam weight decay")
     train.add_argument("--projector-dim", type=int, default=4096, help="D, projector output width")
+    train.add_argument("--min-crop-length", type=int, default=None,
+                       help="shortest temporal crop of a pretraining view, in frames (default: the dataset's, "
+                            "options/protocols.py: 64 as released; 16 for MSR Action3D, whose sequences are shorter)")
     run = parser.add_argument_group("checkpoints")
     run.add_argument("--checkpoint-path", type=Path, default=Path("./checkpoints/pretrain"),
                      help="run folder: checkpoints, config.json, log.jsonl and TensorBoard logs")

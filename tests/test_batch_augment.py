@@ -115,12 +115,13 @@ class ReplayedRng:
         return high - 1  # the largest start
 
 
+@pytest.mark.parametrize("min_length", [64, 16])  # the released minimum and MSR Action3D's
 @pytest.mark.parametrize("valid", [300, 150, 64, 40])
-def test_crop_length_is_numpys_formula_of_the_same_scale(valid):
-    start, length = batch.draw_crops(torch.full((500,), valid), generator(1))
+def test_crop_length_is_numpys_formula_of_the_same_scale(valid, min_length):
+    start, length = batch.draw_crops(torch.full((500,), valid), generator(1), min_length=min_length)
     scale = 0.1 + 0.9 * torch.rand(500, dtype=torch.float64, generator=generator(1))  # draw_crops' first draw
     for i in range(500):
-        largest_start, expected_length = ref.choose_crop(valid, ReplayedRng(scale[i].item()))
+        largest_start, expected_length = ref.choose_crop(valid, ReplayedRng(scale[i].item()), min_length=min_length)
         assert length[i] == expected_length, i
         assert 0 <= start[i] <= largest_start
 
@@ -201,6 +202,18 @@ def test_batch_augment_is_a_function_of_seed_epoch_and_rank():
     other_rank = batch.BatchAugment(seed=7, device=torch.device("cpu"), rank=1)
     assert not torch.equal(other_rank(x, valid)[0], first[0])
     assert all(torch.isfinite(v).all() for v in first), "a view read a padding frame"
+
+
+def test_batch_augment_passes_its_minimum_crop_to_the_views():
+    x, valid = (torch.from_numpy(a) for a in raw_batch(n=6, frames=40))  # 20 to 40 real frames
+    seed = batch.epoch_seed(3, 0, 0)
+    for min_crop_length in (64, 16):
+        augment = batch.BatchAugment(seed=3, device=torch.device("cpu"), min_crop_length=min_crop_length)
+        expected = batch.pretrain_views(x, valid, generator(seed), min_crop_length=min_crop_length)
+        assert all(torch.equal(a, b) for a, b in zip(augment(x, valid), expected))
+    default = batch.BatchAugment(seed=3, device=torch.device("cpu"))(x, valid)
+    assert all(torch.equal(a, b) for a, b in zip(default, batch.pretrain_views(x, valid, generator(seed))))
+    assert not torch.equal(default[0], expected[0])  # 16 lets crops of 40-frame samples vary, 64 does not
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

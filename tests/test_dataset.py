@@ -5,6 +5,7 @@ import pytest
 import skeleton
 from dataset import build_downstream_datasets, build_pretrain_dataset, num_classes, write_split
 from feeder import DownstreamDataset, PretrainDataset
+from feeder.augmentations import choose_crop, pretrain_view
 from options.protocols import DATASETS, PROTOCOLS, get_protocol, protocols_of
 from safe_io import DataFileError
 
@@ -76,6 +77,39 @@ def test_msr_uses_its_own_skeleton_and_corruption_count(tmp_path):
     pretrain = build_pretrain_dataset(tmp_path, "msr", "cross_subject")
     assert pretrain.num_corrupt == 12
     assert pretrain[0][0].shape == (3, 64, 20, 1)
+
+
+def test_every_released_protocol_keeps_spec_s_minimum_crop_and_only_msr_shortens_it():
+    # SPEC.md: length = min(max(floor(valid * scale), 64), valid). MSR Action3D is not in the paper.
+    for (dataset, _), entry in PROTOCOLS.items():
+        assert entry.min_crop_length == (16 if dataset == "msr" else 64), dataset
+
+
+def test_the_minimum_crop_reaches_the_views(tmp_path):
+    # 40-frame samples: with the released minimum of 64 every crop is the whole sequence, so the
+    # views of a sample differ only by corruption and shear; MSR's 16 lets the crop vary.
+    write_protocol(tmp_path, "ntu60", "cross_view", frames=40)
+    write_protocol(tmp_path, "msr", "cross_subject", joints=20, persons=1, frames=40)
+    ntu = build_pretrain_dataset(tmp_path, "ntu60", "cross_view")
+    msr = build_pretrain_dataset(tmp_path, "msr", "cross_subject")
+    override = build_pretrain_dataset(tmp_path, "ntu60", "cross_view", min_crop_length=16, raw=True)
+    assert (ntu.min_crop_length, msr.min_crop_length, override.min_crop_length) == (64, 16, 16)
+
+    valid = 40
+    for index in range(len(ntu)):
+        rng = ntu.rng(index)  # the default view is the released one: crop with SPEC.md's 64
+        expected = [pretrain_view(ntu.read(index)[0], valid, rng, 15, 64, min_crop_length=64) for _ in range(4)]
+        for view, reference in zip(ntu[index], expected):
+            np.testing.assert_array_equal(view.numpy(), reference)
+    crops_64 = {choose_crop(valid, np.random.default_rng(seed)) for seed in range(50)}
+    crops_16 = {choose_crop(valid, np.random.default_rng(seed), min_length=16) for seed in range(50)}
+    assert crops_64 == {(0, 40)} and len(crops_16) > 10
+
+
+def test_a_minimum_crop_below_one_frame_is_refused(tmp_path):
+    write_protocol(tmp_path, "ntu60", "cross_view")
+    with pytest.raises(ValueError, match="at least 1 frame, got 0"):
+        build_pretrain_dataset(tmp_path, "ntu60", "cross_view", min_crop_length=0)
 
 
 def test_demo_class_count_comes_from_its_labels(tmp_path):

@@ -138,6 +138,7 @@ def test_checkpoints_follow_the_released_schedule_and_load_downstream(data_root,
     assert torch.equal(model.state_dict()[key], last["state_dict"][key])
     config = json.loads((run_dir / "config.json").read_text())
     assert config["config"]["batch_size"] == 8 and "command" in config
+    assert config["config"]["min_crop_length"] == 64  # the protocol's, recorded even when not given
     assert any((run_dir / "tensorboard").iterdir())
 
 

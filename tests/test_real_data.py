@@ -33,6 +33,8 @@ def test_quick_run_end_to_end_on_the_real_data(tmp_path):
     assert time.perf_counter() - start < 60
 
     assert report["samples"] == {"train": 284, "val": 273}  # the 557-sequence cross-subject split
+    pretrain_config = json.loads((out / "seed0" / "pretrain" / "config.json").read_text())["config"]
+    assert pretrain_config["min_crop_length"] == 16  # MSR's sequences are shorter than the released 64
     saved = json.loads((out / "results.json").read_text())
     assert {(row["encoder"], row["input"]) for row in saved["rows"]} == ROWS and len(saved["rows"]) == 8
     for row in saved["rows"]:
