@@ -2,7 +2,7 @@
 # End to end on real data, MSR Action3D cross-subject (subjects 1 3 5 7 9 train, 2 4 6 8 10 test, the
 # 557-sequence list): convert, pretrain without labels on the training split, then linear probe
 # (released protocol) and kNN (k = 1) on the test split, for the pretrained and a random-weight
-# encoder of the same sizes, on fused, joint, bone and motion input. About 5-10 minutes on 2 CPU cores.
+# encoder of the same sizes, on fused, joint, bone and motion input. About 15-25 minutes on 2 CPU cores.
 #
 #   bash scripts/real_data.sh [extra benchmarks/real_data.py flags...]
 #   bash scripts/real_data.sh
