@@ -13,15 +13,9 @@
 # taken from the repository root. One process on one GPU, no GPU count (use CUDA_VISIBLE_DEVICES, or
 # --device cpu). Last line: "RESULT finetune top1=... ...".
 set -euo pipefail
-if [ $# -lt 3 ]; then
-  sed -n '2,/^set /p' "$0" | sed -n 's/^# \{0,1\}//p'
-  exit 2
-fi
-cd "$(dirname "$0")/.."
-folder=$1 dataset=$2 protocol=$3
-shift 3
+source "$(dirname "$0")/evaluation_args.sh"   # usage, cd to the root, $folder $dataset $protocol, shift 3
 
 ours=(--finetune --lr 0.01 --batch-size 128 --epochs 100 --schedule 80 90 --wd 1e-4
-      --pretrained "$folder/checkpoint_0450.pth.tar" --finetune-dataset "$dataset" --protocol "$protocol"
+      "${evaluated[@]}"
       --checkpoint-path "$folder/finetune_${dataset}_${protocol}")
 exec python action_recognition.py "${ours[@]}" "$@"

@@ -12,15 +12,9 @@
 # taken from the repository root. One process on one GPU, no GPU count (use CUDA_VISIBLE_DEVICES, or
 # --device cpu). Last line: "RESULT knn top1=... k=... ...".
 set -euo pipefail
-if [ $# -lt 3 ]; then
-  sed -n '2,/^set /p' "$0" | sed -n 's/^# \{0,1\}//p'
-  exit 2
-fi
-cd "$(dirname "$0")/.."
-folder=$1 dataset=$2 protocol=$3
-shift 3
+source "$(dirname "$0")/evaluation_args.sh"   # usage, cd to the root, $folder $dataset $protocol, shift 3
 
 released=(--knn-neighbours 1 --batch-size 512
-          --pretrained "$folder/checkpoint_0450.pth.tar" --finetune-dataset "$dataset" --protocol "$protocol"
+          "${evaluated[@]}"
           --checkpoint-path "$folder/knn_${dataset}_${protocol}")
 exec python action_retrieval.py "${released[@]}" "$@"

@@ -13,15 +13,9 @@
 # are taken from the repository root, as in pretrain.sh. One process on one GPU, no GPU count: choose
 # the GPU with CUDA_VISIBLE_DEVICES, or pass --device cpu. Last line: "RESULT linear top1=... ...".
 set -euo pipefail
-if [ $# -lt 3 ]; then
-  sed -n '2,/^set /p' "$0" | sed -n 's/^# \{0,1\}//p'
-  exit 2
-fi
-cd "$(dirname "$0")/.."
-folder=$1 dataset=$2 protocol=$3
-shift 3
+source "$(dirname "$0")/evaluation_args.sh"   # usage, cd to the root, $folder $dataset $protocol, shift 3
 
 released=(--lr 0.03 --batch-size 512 --epochs 150 --schedule 120 140 --wd 0
-          --pretrained "$folder/checkpoint_0450.pth.tar" --finetune-dataset "$dataset" --protocol "$protocol"
+          "${evaluated[@]}"
           --checkpoint-path "$folder/linear_${dataset}_${protocol}")
 exec python action_recognition.py "${released[@]}" "$@"

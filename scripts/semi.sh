@@ -14,20 +14,14 @@
 # paths are taken from the repository root. One process on one GPU, no GPU count (use
 # CUDA_VISIBLE_DEVICES, or --device cpu). Last line: "RESULT semi top1=... label_fraction=...".
 set -euo pipefail
-if [ $# -lt 3 ]; then
-  sed -n '2,/^set /p' "$0" | sed -n 's/^# \{0,1\}//p'
-  exit 2
-fi
-cd "$(dirname "$0")/.."
-folder=$1 dataset=$2 protocol=$3 fraction=0.01
-if [ $# -ge 4 ] && [[ $4 != -* ]]; then
-  fraction=$4
-  shift 4
-else
-  shift 3
+source "$(dirname "$0")/evaluation_args.sh"   # usage, cd to the root, $folder $dataset $protocol, shift 3
+fraction=0.01
+if [ $# -ge 1 ] && [[ $1 != -* ]]; then  # the optional 4th argument
+  fraction=$1
+  shift
 fi
 
 ours=(--finetune --label-fraction "$fraction" --lr 0.01 --batch-size 128 --epochs 100 --schedule 80 90 --wd 1e-4
-      --pretrained "$folder/checkpoint_0450.pth.tar" --finetune-dataset "$dataset" --protocol "$protocol"
+      "${evaluated[@]}"
       --checkpoint-path "$folder/semi${fraction}_${dataset}_${protocol}")
 exec python action_recognition.py "${ours[@]}" "$@"

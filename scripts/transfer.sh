@@ -13,15 +13,8 @@
 # Relative paths are taken from the repository root. One process on one GPU, no GPU count (use
 # CUDA_VISIBLE_DEVICES, or --device cpu). Last line: "RESULT linear top1=... dataset=<target> ...".
 set -euo pipefail
-if [ $# -lt 3 ]; then
-  sed -n '2,/^set /p' "$0" | sed -n 's/^# \{0,1\}//p'
-  exit 2
-fi
-cd "$(dirname "$0")/.."
-folder=$1 dataset=$2 protocol=$3
-shift 3
+source "$(dirname "$0")/evaluation_args.sh"   # usage, cd to the root, $folder $dataset $protocol, shift 3
 
-released=(--lr 0.03 --batch-size 512 --epochs 150 --schedule 120 140 --wd 0
-          --pretrained "$folder/checkpoint_0450.pth.tar" --finetune-dataset "$dataset" --protocol "$protocol"
-          --checkpoint-path "$folder/transfer_${dataset}_${protocol}")
-exec python action_recognition.py "${released[@]}" "$@"
+# The released linear probe (scripts/linear.sh, its one home), into a transfer_ run folder.
+exec bash scripts/linear.sh "$folder" "$dataset" "$protocol" \
+  --checkpoint-path "$folder/transfer_${dataset}_${protocol}" "$@"
