@@ -1,4 +1,7 @@
-"""What the benchmarks share: the machine line, a step timer and the measured matmul peak."""
+"""What the benchmarks share: the machine line, a step timer, the measured matmul peak and the command
+line of a section."""
+import argparse
+import json
 import os
 import platform
 import statistics
@@ -103,3 +106,17 @@ def markdown_table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def section_main(doc, add_arguments, run, table, argv=None):
+    """The command line of one benchmark section (data_pipeline, train_step, evaluation): its flags
+    plus --json, then run(args), the machine line and table(results) printed, the JSON written."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    add_arguments(parser)
+    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    args = parser.parse_args(argv)
+    results = run(args)
+    print(machine_line(results["machine"]))
+    print(table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")

@@ -16,8 +16,6 @@ The training process runs its torch ops here with --threads (default 1) CPU thre
 at every op (measured: 20 ms per batch of 16 with one thread, 160-330 ms with two while another
 process kept one core busy). DataLoader workers use one thread each whatever this says.
 """
-import argparse
-import json
 import os
 import sys
 import tempfile
@@ -30,7 +28,7 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import (best_and_median, machine_info, machine_line, markdown_table, synchronize,  # noqa: E402
+from benchmarks.common import (best_and_median, machine_info, markdown_table, section_main, synchronize,  # noqa: E402
                                time_calls, torch_threads)
 from dataset import write_split  # noqa: E402
 from feeder.batch_augment import BatchAugment  # noqa: E402
@@ -133,14 +131,7 @@ def add_arguments(parser):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
-    results = run(parser.parse_args(argv))
-    print(machine_line(results["machine"]))
-    print(table(results))
-    if parser.parse_args(argv).json:
-        Path(parser.parse_args(argv).json).write_text(json.dumps(results, indent=2) + "\n")
+    section_main(__doc__, add_arguments, run, table, argv)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ kNN (action_retrieval.evaluate, k = 1, cosine): the same clustered random featur
 chunked implementation and through scikit-learn's KNeighborsClassifier (brute force, cosine);
 seconds for fit + predict, and whether the predictions agree.
 """
-import argparse
 import contextlib
 import io
 import json
@@ -33,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import action_recognition  # noqa: E402
 import action_retrieval  # noqa: E402
-from benchmarks.common import best_and_median, machine_info, machine_line, markdown_table, time_calls  # noqa: E402
+from benchmarks.common import best_and_median, machine_info, markdown_table, section_main, time_calls  # noqa: E402
 from dataset import write_split  # noqa: E402
 from options.downstream import LINEAR_PROBE, build_recognition_parser  # noqa: E402
 
@@ -162,15 +161,7 @@ def add_arguments(parser):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
-    args = parser.parse_args(argv)
-    results = run(args)
-    print(machine_line(results["machine"]))
-    print(table(results))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    section_main(__doc__, add_arguments, run, table, argv)
 
 
 if __name__ == "__main__":

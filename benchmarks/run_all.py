@@ -56,9 +56,7 @@ def section_args(sizes, **extra):
 
 
 def run_train_step(sizes, compile_model):
-    args = section_args(sizes, compile=compile_model, ablations=True, threads=torch.get_num_threads())
-    args.sizes = {**DEFAULT_SIZES, "hidden_size": args.hidden_size}
-    return train_step.run(args)
+    return train_step.run(section_args(sizes, compile=compile_model, ablations=True, threads=torch.get_num_threads()))
 
 
 def find_row(rows, **match):

@@ -16,7 +16,6 @@ makes, the model-FLOP utilisation against the matmul peak of the same dtype meas
 run, and (CPU) the share of one profiled step's CPU time spent in those matmul-class ops.
 """
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import (best_and_median, machine_info, machine_line, markdown_table, matmul_peak,  # noqa: E402
+from benchmarks.common import (best_and_median, machine_info, markdown_table, matmul_peak, section_main,  # noqa: E402
                                synchronize, time_calls)
 from benchmarks.naive_model import NaiveUmURL, naive_loss  # noqa: E402
 from pretrain import build_optimizer  # noqa: E402
@@ -144,15 +143,21 @@ def timed(step, device):
     return time.perf_counter() - start
 
 
+def model_sizes(args):
+    """The released encoder sizes with --hidden-size applied."""
+    return {**DEFAULT_SIZES, "hidden_size": args.hidden_size}
+
+
 def measure_device(names, precisions, args, device, flops):
     """Rows for every (variant, precision) on one device, timed in interleaved rounds.
 
     Each round takes the matmul peaks and then one step of every variant, so a change in the load of
     a shared machine touches all variants alike; every figure is the best over the rounds.
     """
-    models = {name: build(name, args.sizes, args.projector_dim, device) for name in names}
+    sizes = model_sizes(args)
+    models = {name: build(name, sizes, args.projector_dim, device) for name in names}
     if args.compile:
-        models["umurl + compile"] = build("umurl", args.sizes, args.projector_dim, device, compile_model=True)
+        models["umurl + compile"] = build("umurl", sizes, args.projector_dim, device, compile_model=True)
     views = random_views(args.batch_size, device)
     steps = {(name, p): make_step(*models[name], views, DTYPES[p]) for p in precisions for name in models}
     for (name, _), step in steps.items():
@@ -206,11 +211,12 @@ def run(args):
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     precisions = {"cpu": ["fp32", "bf16"], "cuda": ["fp32", "fp16", "bf16"]}
     names = list(VARIANTS) if args.ablations else ["naive", "umurl"]
-    flops = {name: flops_per_sample(name, args.sizes, args.projector_dim, args.batch_size) for name in names}
+    sizes = model_sizes(args)
+    flops = {name: flops_per_sample(name, sizes, args.projector_dim, args.batch_size) for name in names}
     rows = [row for device in devices for row in measure_device(names, precisions[device.type], args, device, flops)]
     add_speedups(rows)
-    optimizer = {d.type: optimizer_step_seconds(args.sizes, args.projector_dim, d) for d in devices}
-    return {"machine": machine_info(), "sizes": args.sizes, "projector_dim": args.projector_dim,
+    optimizer = {d.type: optimizer_step_seconds(sizes, args.projector_dim, d) for d in devices}
+    return {"machine": machine_info(), "sizes": sizes, "projector_dim": args.projector_dim,
             "batch_size": args.batch_size, "flop_per_sample": flops, "rows": rows, "optimizer_step_s": optimizer}
 
 
@@ -244,16 +250,7 @@ def add_arguments(parser):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
-    args = parser.parse_args(argv)
-    args.sizes = {**DEFAULT_SIZES, "hidden_size": args.hidden_size}
-    results = run(args)
-    print(machine_line(results["machine"]))
-    print(table(results))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    section_main(__doc__, add_arguments, run, table, argv)
 
 
 if __name__ == "__main__":
