@@ -13,6 +13,7 @@ OUT_FRAMES = 64         # frames per view: the model's T
 MIN_CROP_LENGTH = 64    # shortest temporal crop, unless the sample itself is shorter
 CROP_SCALE = (0.1, 1.0)  # crop length as a fraction of the valid frames, drawn uniformly
 NUM_CORRUPT = 15        # joints hit by corruption, out of NTU's 25
+NUM_VIEWS = 4           # v1..v4 of SPEC.md "Pretraining objective": joint, bone, motion and fused inputs
 
 
 # ----------------------------------------------------------------------------- temporal crop-resize

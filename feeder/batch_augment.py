@@ -16,9 +16,7 @@ Shapes: x (N, C=3, T, V, M) with real frames [0, valid[n]) per sample; valid (N,
 import numpy as np
 import torch
 
-from feeder.augmentations import CROP_SCALE, MIN_CROP_LENGTH, NUM_CORRUPT, OUT_FRAMES
-
-NUM_VIEWS = 4  # v1..v4 of SPEC.md "Pretraining objective"
+from feeder.augmentations import CROP_SCALE, MIN_CROP_LENGTH, NUM_CORRUPT, NUM_VIEWS, OUT_FRAMES
 
 
 def _uniform(shape, low, high, generator):

@@ -25,9 +25,7 @@ import torch
 from torch.utils.data import Dataset
 
 import safe_io
-from feeder.augmentations import MIN_CROP_LENGTH, NUM_CORRUPT, OUT_FRAMES, downstream_view, pretrain_view
-
-NUM_VIEWS = 4  # v1..v4 of SPEC.md "Pretraining objective": joint, bone, motion and fused inputs
+from feeder.augmentations import MIN_CROP_LENGTH, NUM_CORRUPT, NUM_VIEWS, OUT_FRAMES, downstream_view, pretrain_view
 
 
 class SkeletonSplit(Dataset):
