@@ -97,15 +97,17 @@ def shear(x, s):
 # ----------------------------------------------------------------------------- the two views
 
 def pretrain_view(x, valid, rng, num_corrupt=NUM_CORRUPT, out_frames=OUT_FRAMES, min_crop_length=MIN_CROP_LENGTH):
-    """One pretraining view: crop-resize, then corruption w.p. 1/2, then shear w.p. 1/2 (SPEC.md).
+    """One pretraining view: crop-resize, then exactly one spatial augmentation (SPEC.md).
 
+    A fair coin picks joint corruption, or else shear: never both, never neither, as the released
+    feeder does. (Two independent coins, one per augmentation, learn measurably differently.)
     x: (C=3, T, V, M) with at least `valid` real frames -> (3, out_frames, V, M) float32.
     Call once per view with the same `rng`; successive calls make independent draws.
     """
     view = resample(x, *choose_crop(valid, rng, min_length=min_crop_length), out_frames=out_frames)
     if rng.random() < 0.5:
         view = corrupt_joints(view, *choose_corruption(x.shape[2], rng, num_corrupt))
-    if rng.random() < 0.5:
+    else:
         view = shear(view, draw_shear(rng))
     return view.astype(np.float32, copy=False)
 

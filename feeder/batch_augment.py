@@ -118,7 +118,7 @@ def draw_coin(n, generator):
 def pretrain_views(x, valid, generator, num_corrupt=NUM_CORRUPT, out_frames=OUT_FRAMES, num_views=NUM_VIEWS,
                    min_crop_length=MIN_CROP_LENGTH):
     """num_views independent pretraining views of a raw batch, as augmentations.pretrain_view per view:
-    crop-resize, then corruption w.p. 1/2, then shear w.p. 1/2, each decided per sample.
+    crop-resize, then per sample a fair coin picks joint corruption or, else, shear (exactly one).
 
     x: (N, 3, T, V, M) with valid[n] real frames; returns num_views tensors (N, 3, out_frames, V, M).
     """
@@ -128,10 +128,9 @@ def pretrain_views(x, valid, generator, num_corrupt=NUM_CORRUPT, out_frames=OUT_
         view = resample(x, *draw_crops(valid, generator, min_length=min_crop_length), out_frames=out_frames)
         corrupt, (joints, zero, matrices) = draw_coin(n, generator), draw_corruptions(n, num_joints, generator,
                                                                                         num_corrupt)
-        view = corrupt_joints(view, joints & corrupt[:, None], zero, matrices)
-        sheared = draw_coin(n, generator)
-        view = torch.where(sheared.view(n, 1, 1, 1, 1), shear(view, draw_shears(n, generator)), view)
-        views.append(view)
+        corrupted = corrupt_joints(view, joints, zero, matrices)
+        sheared = shear(view, draw_shears(n, generator))
+        views.append(torch.where(corrupt.view(n, 1, 1, 1, 1), corrupted, sheared))
     return views
 
 
