@@ -19,7 +19,7 @@ import time
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
@@ -28,6 +28,7 @@ import utils
 from checkpoint import CheckpointError, load_pretraining_weights, read_checkpoint, save_atomic
 from dataset import build_pretrain_dataset
 from feeder.batch_augment import BatchAugment
+from feeder.batches import EpochBatches, folds_single_sample
 from options.common import model_sizes
 from options.pretrain import build_parser
 from options.protocols import get_protocol
@@ -51,14 +52,14 @@ def batch_views(batch, device, augment=None):
 
 
 def train_one_epoch(model, loader, optimizer, scaler, epoch, device, amp_dtype, print_freq=10, augment=None):
-    """One pass over the loader; returns the epoch's mean loss, its parts, throughput and data time.
+    """One pass over the loader; returns the epoch's mean loss and its parts (weighted by each step's
+    global batch), the samples seen over all processes, throughput and data time.
 
     augment: None when the loader yields the views, else the BatchAugment that draws them on the device.
     """
     model.train()
     meters = {name: utils.AverageMeter() for name in ("loss", "intra", "inter", "reg")}
     data_time, samples, start = 0.0, 0, time.perf_counter()
-    global_batch = loader.batch_size * distributed.get_world_size()
     bar = tqdm(loader, desc=f"epoch {epoch}", disable=not distributed.is_main_process(), dynamic_ncols=True,
                leave=False)
     tick = time.perf_counter()
@@ -71,6 +72,7 @@ def train_one_epoch(model, loader, optimizer, scaler, epoch, device, amp_dtype, 
         # The loss is that of the global batch: gather every projection from every process.
         z = {name: distributed.gather_with_grad(value) for name, value in z.items()}
         loss, parts = umurl_loss(z)
+        global_batch = len(z["z_j"])  # the last step of an epoch is smaller, as released
 
         loss_value = loss.item()  # one sync per step: a non-finite loss must stop the run at once
         if not math.isfinite(loss_value):
@@ -91,7 +93,7 @@ def train_one_epoch(model, loader, optimizer, scaler, epoch, device, amp_dtype, 
                             samples_per_s=f"{samples / elapsed:.1f}")
         tick = time.perf_counter()
     elapsed = time.perf_counter() - start
-    return {**{name: meter.avg for name, meter in meters.items()},
+    return {**{name: meter.avg for name, meter in meters.items()}, "samples": samples,
             "samples_per_s": samples / elapsed, "data_time_s": data_time, "epoch_time_s": elapsed}
 
 
@@ -158,9 +160,11 @@ def main(args):
     amp_dtype = utils.resolve_amp_dtype(device, args.amp, args.amp_dtype)
 
     # Start-up checks first: a bad setting must fail in seconds, not after an epoch.
+    protocol = get_protocol(args.dataset, args.protocol)
+    if args.batch_size is None:
+        args.batch_size = protocol.pretrain_batch_size  # released per protocol: 512 or 1024
     if args.batch_size % world_size:
         raise SystemExit(f"--batch-size {args.batch_size} does not divide over {world_size} processes")
-    protocol = get_protocol(args.dataset, args.protocol)
     run_dir = utils.prepare_run_folder(args.checkpoint_path) if rank == 0 else args.checkpoint_path
     dataset = build_pretrain_dataset(args.data_root, args.dataset, args.protocol, seed=args.seed,
                                      min_crop_length=args.min_crop_length, raw=args.augment_on_device)
@@ -196,12 +200,15 @@ def main(args):
     if args.compile:  # after the DDP wrapper, as torch recommends; checkpoints keep the plain module
         model = torch.compile(model)
 
-    # The sampler's order and the feeder's views depend on (seed, epoch) only, so a resumed epoch
-    # sees exactly the batches the uninterrupted run would have seen.
-    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=args.seed,
-                                 drop_last=True)
-    loader = DataLoader(dataset, batch_size=per_process_batch, sampler=sampler, num_workers=args.workers,
-                        pin_memory=device.type == "cuda", drop_last=True, persistent_workers=args.workers > 0)
+    # The released sample order (seed 0) with its partial last batch (feeder/batches.py); the order
+    # and the feeder's views depend on the epoch only, so a resumed epoch sees exactly the batches
+    # the uninterrupted run would have seen.
+    batches = EpochBatches(dataset, per_process_batch, world_size, rank)
+    loader = DataLoader(dataset, batch_sampler=batches, num_workers=args.workers,
+                        pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
+    if folds_single_sample(batches.sampler.num_samples, per_process_batch, world_size):
+        utils.main_print(f"note: {len(dataset)} samples leave 1 for the last step of each epoch; a batch of one has "
+                         f"no variance, so it joins the step before ({len(batches)} steps per epoch)")
     if rank == 0:
         utils.truncate_log(run_dir / "log.jsonl", start_epoch)
     writer = SummaryWriter(run_dir / "tensorboard", purge_step=start_epoch) if rank == 0 else None
@@ -211,7 +218,7 @@ def main(args):
 
     run_start = time.perf_counter()
     for epoch in range(start_epoch, args.epochs):
-        sampler.set_epoch(epoch)
+        batches.set_epoch(epoch)
         dataset.set_epoch(epoch)
         if augment is not None:
             augment.set_epoch(epoch)

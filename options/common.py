@@ -6,6 +6,13 @@ from options.protocols import DATASETS, DEFAULT_DATA_ROOT, PROTOCOLS, protocols_
 from umurl import DEFAULT_SIZES
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show defaults, except the None of flags whose help already says what they resolve to."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def add_data_args(parser, dataset_flags):
     """--data-root, the dataset (under the released flag names, e.g. --pre-dataset) and --protocol."""
     group = parser.add_argument_group("data")
@@ -27,18 +34,29 @@ def add_model_args(parser):
     return group
 
 
-def add_runtime_args(parser, default_workers=8):
-    """Device, precision, data loading, seeding and logging."""
+def add_runtime_args(parser, default_workers=8, evaluation=False):
+    """Device, precision, data loading, seeding and logging.
+
+    evaluation: the released linear probe, kNN and feature extraction run in fp32 everywhere, so
+    there --amp is off by default; released pretraining uses fp16 autocast on CUDA.
+    """
     group = parser.add_argument_group("runtime")
     group.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                        help="auto: this process's GPU if there is one, else the CPU")
-    group.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                       help="autocast mixed precision (default: on for CUDA as released, off on the CPU)")
+    if evaluation:
+        group.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
+                           help="autocast mixed precision for feature extraction and training (default: off, fp32 "
+                                "on every device as released; the figures to compare with the paper are fp32 ones)")
+    else:
+        group.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                           help="autocast mixed precision (default: on for CUDA as released, off on the CPU)")
     group.add_argument("--amp-dtype", default="auto", choices=("auto", "fp16", "bf16"),
                        help="autocast dtype: auto = fp16 on CUDA (with gradient scaling), bf16 on the CPU")
     group.add_argument("-j", "--workers", type=int, default=default_workers,
                        help="DataLoader worker processes per training process")
-    group.add_argument("--seed", type=int, default=0, help="seeds weights, sample order and augmentations")
+    group.add_argument("--seed", type=int, default=0,
+                       help="seeds weights, augmentations and data order (pretraining's sample order is the "
+                            "released one, seed 0, whatever this says)")
     group.add_argument("-p", "--print-freq", type=int, default=10, help="progress-bar refresh, in steps")
     return group
 

@@ -10,7 +10,7 @@ sensible fine-tuning settings while the plain command gives the released linear 
 import argparse
 from pathlib import Path
 
-from options.common import add_data_args, add_model_args, add_runtime_args
+from options.common import HelpFormatter, add_data_args, add_model_args, add_runtime_args
 from umurl import MODALITIES
 
 # The released linear-evaluation protocol (SPEC.md, "Training and evaluation protocols").
@@ -21,13 +21,6 @@ LINEAR_PROBE = dict(lr=0.03, batch_size=512, epochs=150, schedule=[120, 140], we
 # downstream views.
 FINE_TUNING = dict(lr=0.01, batch_size=128, epochs=100, schedule=[80, 90], weight_decay=1e-4)
 MOMENTUM = 0.9  # SGD momentum of both (released for the probe)
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Show defaults, except the None of flags whose help already says what they resolve to."""
-
-    def _get_help_string(self, action):
-        return action.help if action.default is None else super()._get_help_string(action)
 
 
 def add_encoder_args(parser):
@@ -47,7 +40,7 @@ def _common(parser, run_folder, contents):
     add_encoder_args(parser)
     add_data_args(parser, ("--finetune-dataset", "--dataset"))
     add_model_args(parser)
-    add_runtime_args(parser)
+    add_runtime_args(parser, evaluation=True)
     parser.add_argument("--checkpoint-path", type=Path, default=Path(run_folder), help=f"run folder: {contents}")
 
 

@@ -2,17 +2,19 @@
 import argparse
 from pathlib import Path
 
-from options.common import add_data_args, add_model_args, add_runtime_args
+from options.common import HelpFormatter, add_data_args, add_model_args, add_runtime_args
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
         description="UmURL self-supervised pretraining. Launch with torchrun for several processes.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     train = parser.add_argument_group("optimisation (released settings)")
     train.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate (global, not per GPU)")
-    train.add_argument("-b", "--batch-size", type=int, default=512,
-                       help="global batch over all processes; each takes batch-size / world-size")
+    train.add_argument("-b", "--batch-size", type=int, default=None,
+                       help="global batch over all processes; each takes batch-size / world-size (default: the "
+                            "protocol's, options/protocols.py, as released: 512 for NTU-60 x-sub, 1024 for NTU-60 "
+                            "x-view and NTU-120; 512 elsewhere)")
     train.add_argument("--epochs", type=int, default=451, help="epochs to train, counted from 0")
     train.add_argument("--schedule", type=int, nargs="*", default=[351], help="epochs at which lr is x0.1")
     train.add_argument("--cos", action="store_true", help="cosine lr schedule instead of --schedule")
