@@ -84,7 +84,7 @@ def linear_probe(args, tmp):
             "reencode_estimated_s": round(reencode_estimate, 1),
             "speedup": round(reencode_estimate / cached_s, 1),
             "compared_epochs": len(same), "max_relative_train_loss_gap": loss_gap, "val_top1_equal": top1_equal,
-            "cached_final_top1": cached["top1"]}
+            "cached_final_top1": cached["final_top1"]}
 
 
 def clustered_features(centres, num_samples, generator):

@@ -244,8 +244,9 @@ def run_seed(args, seed, data_root, out, timings):
             with stage(knn_stage, logs / f"seed{seed}_knn_{name}.log", timings):
                 neighbours = knn(args, seed, data_root, folder / "eval" / name / "knn", modalities, weights)
             results[encoder, input_name] = {
-                "seed": seed, "linear_top1": linear["top1"], "linear_best_top1": linear["best_top1"],
-                "linear_top5": linear["top5"], "knn_top1": neighbours["top1"],
+                # linear_top1 is the released figure, the best top-1 over the probe's evaluations
+                "seed": seed, "linear_top1": linear["best_top1"], "linear_final_top1": linear["final_top1"],
+                "linear_top5": linear["best_top5"], "knn_top1": neighbours["top1"],
                 "linear_s": timings[linear_stage], "knn_s": timings[knn_stage]}
     summary = {"seed": seed, "checkpoint": str(checkpoint), "first_loss": log[0]["loss"], "last_loss": log[-1]["loss"],
                "seconds": timings[f"seed {seed}: pretrain"], "log": log}
@@ -256,7 +257,8 @@ def run_seed(args, seed, data_root, out, timings):
 # Report
 # ---------------------------------------------------------------------------------------------
 
-TABLE_HEADER = ("encoder", "input", "linear top-1 (%)", "kNN top-1 (%)", "linear (s)", "kNN (s)")
+TABLE_HEADER = ("encoder", "input", "linear top-1 (%)", "kNN top-1 (%)", "linear, last epoch (%)", "linear (s)",
+                "kNN (s)")
 
 
 def mean(values):
@@ -284,7 +286,7 @@ def accuracy_cell(row, key):
 
 def table_rows(rows):
     return [(row["encoder"], row["input"], accuracy_cell(row, "linear_top1"), accuracy_cell(row, "knn_top1"),
-             f"{row['linear_s']:.1f}", f"{row['knn_s']:.1f}") for row in rows]
+             accuracy_cell(row, "linear_final_top1"), f"{row['linear_s']:.1f}", f"{row['knn_s']:.1f}") for row in rows]
 
 
 def gain_line(rows, input_name="fused"):
@@ -306,8 +308,9 @@ def write_report(out, report):
         "# MSR Action3D, cross-subject: pretrained vs random-weight UmURL encoder",
         "",
         f"{report['samples']['train']} training / {report['samples']['val']} test sequences, 20 classes. "
-        f"Linear probe: released protocol ({settings['probe_epochs']} epochs), final-epoch top-1 on the test "
-        f"split. kNN: k = 1, cosine. Fused = joint + bone + motion (y_u). Accuracies: mean over seeds "
+        f"Linear probe: released protocol ({settings['probe_epochs']} epochs), best top-1 on the test split over "
+        f"its evaluations (the released \"Final best accuracy\"; the last epoch's in its own column). kNN: "
+        f"k = 1, cosine. Fused = joint + bone + motion (y_u). Accuracies: mean over seeds "
         f"{', '.join(map(str, settings['seeds']))} (each seed's value in brackets); times: mean seconds per run.",
         "",
         markdown_table(TABLE_HEADER, table_rows(report["rows"])),

@@ -11,7 +11,7 @@
 # Starts from <checkpoint-folder>/checkpoint_0450.pth.tar (--pretrained picks another) and writes to
 # <checkpoint-folder>/finetune_<dataset>_<protocol>/ (--checkpoint-path overrides). Relative paths are
 # taken from the repository root. One process on one GPU, no GPU count (use CUDA_VISIBLE_DEVICES, or
-# --device cpu). Last line: "RESULT finetune top1=... ...".
+# --device cpu). Last line: "RESULT finetune best_top1=... ...".
 set -euo pipefail
 source "$(dirname "$0")/evaluation_args.sh"   # usage, cd to the root, $folder $dataset $protocol, shift 3
 

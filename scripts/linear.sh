@@ -11,7 +11,7 @@
 # Evaluates <checkpoint-folder>/checkpoint_0450.pth.tar (ours or released; --pretrained picks another)
 # into <checkpoint-folder>/linear_<dataset>_<protocol>/ (--checkpoint-path overrides). Relative paths
 # are taken from the repository root, as in pretrain.sh. One process on one GPU, no GPU count: choose
-# the GPU with CUDA_VISIBLE_DEVICES, or pass --device cpu. Last line: "RESULT linear top1=... ...".
+# the GPU with CUDA_VISIBLE_DEVICES, or pass --device cpu. Last line: "RESULT linear best_top1=... ...".
 set -euo pipefail
 source "$(dirname "$0")/evaluation_args.sh"   # usage, cd to the root, $folder $dataset $protocol, shift 3
 

@@ -12,7 +12,7 @@
 # Starts from <checkpoint-folder>/checkpoint_0450.pth.tar (--pretrained picks another) and writes to
 # <checkpoint-folder>/semi<fraction>_<dataset>_<protocol>/ (--checkpoint-path overrides). Relative
 # paths are taken from the repository root. One process on one GPU, no GPU count (use
-# CUDA_VISIBLE_DEVICES, or --device cpu). Last line: "RESULT semi top1=... label_fraction=...".
+# CUDA_VISIBLE_DEVICES, or --device cpu). Last line: "RESULT semi best_top1=... label_fraction=...".
 set -euo pipefail
 source "$(dirname "$0")/evaluation_args.sh"   # usage, cd to the root, $folder $dataset $protocol, shift 3
 fraction=0.01

@@ -11,7 +11,7 @@
 # Evaluates <source-checkpoint-folder>/checkpoint_0450.pth.tar (--pretrained picks another) into
 # <source-checkpoint-folder>/transfer_<target-dataset>_<protocol>/ (--checkpoint-path overrides).
 # Relative paths are taken from the repository root. One process on one GPU, no GPU count (use
-# CUDA_VISIBLE_DEVICES, or --device cpu). Last line: "RESULT linear top1=... dataset=<target> ...".
+# CUDA_VISIBLE_DEVICES, or --device cpu). Last line: "RESULT linear best_top1=... dataset=<target> ...".
 set -euo pipefail
 source "$(dirname "$0")/evaluation_args.sh"   # usage, cd to the root, $folder $dataset $protocol, shift 3
 
