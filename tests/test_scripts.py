@@ -74,3 +74,27 @@ def test_semi_takes_an_optional_label_fraction(run_script):
     assert last_value(given, "--checkpoint-path") == "c/semi0.1_ntu60_cross_subject"
     default = run_script("semi", "c", "ntu60", "cross_subject", "--seed", "1").stdout.splitlines()[1:]
     assert last_value(default, "--label-fraction") == "0.01" and "0.1" not in default
+
+
+def test_pretrain_script_prints_its_usage_without_code(run_script):
+    result = run_script("pretrain", "ntu60")
+    assert result.returncode == 2
+    assert "bash scripts/pretrain.sh <dataset>" in result.stdout and "set -euo" not in result.stdout
+
+
+@pytest.mark.parametrize("dataset, protocol, batch", [
+    ("ntu60", "cross_subject", 512), ("ntu60", "cross_view", 1024),
+    ("ntu120", "cross_subject", 1024), ("ntu120", "cross_setup", 1024),
+])
+def test_pretrain_script_runs_the_released_settings_of_each_protocol(run_script, dataset, protocol, batch):
+    from options.pretrain import build_parser
+    from options.protocols import get_protocol
+
+    result = run_script("pretrain", dataset, protocol, "0")  # 0 GPUs: plain python on the CPU
+    assert result.returncode == 0, result.stderr
+    cwd, script, *argv = result.stdout.splitlines()
+    assert Path(cwd) == ROOT and script == "pretrain.py"
+    args = build_parser().parse_args(argv)
+    assert (args.lr, args.epochs, args.schedule, args.weight_decay) == (5e-4, 451, [351], 1e-5)
+    # No batch on the command line: pretrain.py takes the protocol's, the released script's line for it.
+    assert args.batch_size is None and get_protocol(dataset, protocol).pretrain_batch_size == batch
