@@ -95,11 +95,11 @@ def build_parser():
     model.add_argument("--projector-dim", type=int, default=1024, help="D, projector output width (released: 4096)")
     train = parser.add_argument_group("pretraining (Adam, as released; sizes chosen for a 2-core CPU)")
     train.add_argument("--epochs", type=int, default=80,
-                       help="pretraining epochs (320 steps at the default batch); the gain over random weights "
+                       help="pretraining epochs (400 steps at the default batch); the gain over random weights "
                             "still grows from 20 to 40 to 80 epochs (module docstring)")
     train.add_argument("-b", "--batch-size", type=int, default=64,
-                       help="pretraining batch; 284 training samples make 4 steps an epoch at 64 (the last "
-                            "partial batch is dropped)")
+                       help="pretraining batch; 284 training samples make 5 steps an epoch at 64 (4 full, then the "
+                            "partial last batch of 28, kept as released)")
     train.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate (released: 5e-4)")
     train.add_argument("--schedule", type=int, nargs="*", default=None,
                        help="epochs at which the lr is x0.1 (default: at 78%% of --epochs, the released 351/451)")

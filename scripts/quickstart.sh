@@ -6,16 +6,18 @@
 #
 #   bash scripts/quickstart.sh [output-folder]        (default: ./runs/quickstart)
 #
-# Installs the requirements first (pip). Set QUICKSTART_EPOCHS to pretrain longer (default 30).
+# Installs the requirements first (pip). Set QUICKSTART_EPOCHS to pretrain longer (default 30) and
+# QUICKSTART_SEED to change the seed of pretraining and evaluation (default 0; the data stay the same).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 out=${1:-runs/quickstart}
 epochs=${QUICKSTART_EPOCHS:-30}
+seed=${QUICKSTART_SEED:-0}
 last=$(printf 'checkpoint_%04d.pth.tar' $((epochs - 1)))
 raw=$out/raw data=$out/data run=$out/pretrain
 # Small model: hidden 64 instead of 1024, projector 256 instead of 4096; one layer, one head as released.
-size=(--hidden-size 64 --device cpu)
+size=(--hidden-size 64 --device cpu --seed "$seed")
 start=$(date +%s)
 step() { printf '\n== %s (%ds)\n' "$1" $(( $(date +%s) - start )); }
 
