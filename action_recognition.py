@@ -201,6 +201,7 @@ def main(args):
 
     # Start-up checks first: a wrong folder or checkpoint must fail in seconds.
     protocol = get_protocol(args.dataset, args.protocol)
+    sizes = model_sizes(args, protocol)  # checks --hidden-size against --num-head
     train_set, val_set = build_downstream_datasets(args.data_root, args.dataset, args.protocol)
     classes = num_classes(args.data_root, args.dataset, args.protocol)
     run_dir = utils.prepare_run_folder(args.checkpoint_path)
@@ -209,8 +210,7 @@ def main(args):
     utils.write_config(run_dir, config)
 
     utils.seed_everything(args.seed)  # the classifier's N(0, 0.01) initialisation
-    model, source = utils.load_downstream_model(classes, model_sizes(args, protocol), args.modalities,
-                                                args.pretrained)
+    model, source = utils.load_downstream_model(classes, sizes, args.modalities, args.pretrained)
     model.to(device)
 
     if args.label_fraction < 1.0:

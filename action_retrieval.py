@@ -59,21 +59,19 @@ def main(args):
     amp_dtype = utils.resolve_amp_dtype(device, args.amp, args.amp_dtype)
 
     protocol = get_protocol(args.dataset, args.protocol)
+    sizes = model_sizes(args, protocol)  # checks --hidden-size against --num-head
     train_set, val_set = build_downstream_datasets(args.data_root, args.dataset, args.protocol)
     classes = num_classes(args.data_root, args.dataset, args.protocol)
     if not 1 <= args.knn_neighbours <= len(train_set):
         raise SystemExit(f"--knn-neighbours must be between 1 and the {len(train_set)} training samples, "
                          f"got {args.knn_neighbours}")
-    if args.chunk_size < 1:
-        raise SystemExit(f"--chunk-size must be at least 1, got {args.chunk_size}")
     run_dir = utils.prepare_run_folder(args.checkpoint_path)
     config = {**utils.config_dict(args), "device": str(device),
               "amp_dtype": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32"}
     utils.write_config(run_dir, config)
 
     utils.seed_everything(args.seed)  # only the unused classifier head draws random numbers
-    model, source = utils.load_downstream_model(classes, model_sizes(args, protocol), args.modalities,
-                                                args.pretrained)
+    model, source = utils.load_downstream_model(classes, sizes, args.modalities, args.pretrained)
     model.to(device)
     utils.main_print(f"kNN (k={args.knn_neighbours}): {args.dataset} {args.protocol}, {len(train_set)} training and "
                      f"{len(val_set)} validation samples, modalities {'+'.join(model.modalities)}, {source}; "

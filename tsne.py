@@ -79,10 +79,9 @@ def main(args):
     utils.require_single_process("tsne.py")
     device = utils.resolve_device(args.device)
     amp_dtype = utils.resolve_amp_dtype(device, args.amp, args.amp_dtype)
-    if args.num_classes < 1:
-        raise SystemExit(f"--num-classes must be at least 1, got {args.num_classes}")
 
     protocol = get_protocol(args.dataset, args.protocol)
+    sizes = model_sizes(args, protocol)  # checks --hidden-size against --num-head
     splits = dict(zip(("train", "val"), build_downstream_datasets(args.data_root, args.dataset, args.protocol)))
     split = splits[args.split]
     classes, indices = choose_samples(split.labels, args.num_classes, args.seed, args.max_per_class)
@@ -91,7 +90,7 @@ def main(args):
 
     utils.seed_everything(args.seed)  # the random-weights baseline
     model, source = utils.load_downstream_model(num_classes(args.data_root, args.dataset, args.protocol),
-                                                model_sizes(args, protocol), args.modalities, args.pretrained)
+                                                sizes, args.modalities, args.pretrained)
     model.to(device)
     utils.main_print(f"t-SNE of {len(indices)} {args.split} samples of classes {classes.tolist()}, "
                      f"{args.dataset} {args.protocol}, modalities {'+'.join(model.modalities)}, {source}")

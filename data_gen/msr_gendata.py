@@ -37,6 +37,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from data_gen.normalize import normalize_skeletons  # noqa: E402
 from data_gen.ntu_gendata import PartWriter, SkeletonFileError, fields_per_line  # noqa: E402
+from options.checks import at_least, checked  # noqa: E402
 from skeleton import MSR_20  # noqa: E402
 
 TRAIN_SUBJECTS = (1, 3, 5, 7, 9)
@@ -205,7 +206,7 @@ def main(argv=None):
                         help="sample names to keep, one per line, e.g. files_used_in_cvpr12_paper.txt "
                              "(557 samples); default: every file in data_path (567)")
     parser.add_argument("--out_folder", default="data", help="parent folder of MSR-Action3D/xsub")
-    parser.add_argument("--max_frames", type=int, default=MAX_FRAMES,
+    parser.add_argument("--max_frames", type=int, default=MAX_FRAMES, action=checked(at_least(1)),
                         help="T_max, frames per padded sample (longer sequences are resampled to it)")
     args = parser.parse_args(argv)
     for path in (args.data_path, args.sample_list):

@@ -46,6 +46,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_gen.normalize import normalize_skeletons  # noqa: E402
+from options.checks import at_least, checked  # noqa: E402
 from skeleton import NTU_25  # noqa: E402
 
 MAX_FRAMES = 300  # the padded length of the released arrays
@@ -565,7 +566,7 @@ def main(argv=None):
     parser.add_argument("--out_folder", default="data",
                         help="parent folder of NTU-RGB-D-60-AGCN / NTU-RGB-D-120-AGCN")
     parser.add_argument("--dataset", choices=sorted(DATASETS), required=True)
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), action=checked(at_least(1)),
                         help="parallel reader processes (1: read in this process)")
     parser.add_argument("--skip-invalid", action="store_true",
                         help="leave malformed files out and list them in skipped_files.txt "

@@ -49,6 +49,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 from data_gen.msr_gendata import fit_length, parse_number_table  # noqa: E402
 from data_gen.normalize import normalize_skeletons  # noqa: E402
 from data_gen.ntu_gendata import PartWriter, SkeletonFileError  # noqa: E402
+from options.checks import at_least, checked  # noqa: E402
 from skeleton import NTU_25  # noqa: E402
 
 NUM_CLASSES = 41
@@ -258,13 +259,13 @@ def main(argv=None):
                         help="official cross-subject split: 'Training videos:' and 'Validation videos:' "
                              "sections of comma-separated video names")
     parser.add_argument("--out_folder", default="data", help="parent folder of PKU-MMD-II/xsub")
-    parser.add_argument("--workers", type=int, default=1,
+    parser.add_argument("--workers", type=int, default=1, action=checked(at_least(1)),
                         help="parallel reader processes (1: read in this process)")
-    parser.add_argument("--num_classes", type=int, default=NUM_CLASSES,
+    parser.add_argument("--num_classes", type=int, default=NUM_CLASSES, action=checked(at_least(1)),
                         help="labels must lie in 1..num_classes (41 action classes in phase II)")
     parser.add_argument("--frame_base", type=int, choices=(0, 1), default=1,
                         help="frame number of a skeleton file's first line, as the label files count")
-    parser.add_argument("--max_frames", type=int, default=MAX_FRAMES,
+    parser.add_argument("--max_frames", type=int, default=MAX_FRAMES, action=checked(at_least(1)),
                         help="frames per padded sample (longer instances are resampled to it)")
     args = parser.parse_args(argv)
     for path in (args.skeleton_path, args.label_path, args.split_file):
