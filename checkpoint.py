@@ -17,7 +17,11 @@ HEAD_PREFIXES = ("fc.",)
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint file that cannot be read or does not fit the model."""
+    """A checkpoint file that cannot be read, does not fit the model, or holds unusable weights."""
+
+
+class CheckpointMismatch(CheckpointError):
+    """A readable checkpoint whose keys or tensor shapes do not fit the model (another size or layout)."""
 
 
 def save_atomic(obj, path):
@@ -82,13 +86,21 @@ def compare_keys(model, state_dict):
     return missing, unexpected, wrong_shape
 
 
-def load_weights(model, source, may_lack=(), may_add=()):
+def non_finite_keys(state_dict):
+    """Keys of the floating-point tensors that hold a NaN or an Inf, in the state_dict's order."""
+    return [key for key, value in state_dict.items()
+            if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+
+
+def load_weights(model, source, may_lack=(), may_add=(), require_finite=False):
     """Load `source` (a path or a checkpoint dict) into `model`, refusing any misfit.
 
     Keys starting with a prefix in `may_lack` may be missing from the checkpoint (e.g. a new
     linear head); keys starting with one in `may_add` may be left over (e.g. the projectors when
     only the encoder is wanted). Anything else missing or left over, and any shape difference,
-    raises CheckpointError naming every such key. Returns the keys that were allowed to differ.
+    raises CheckpointMismatch naming every such key. With `require_finite`, a tensor to be loaded
+    that holds NaN or Inf raises CheckpointError naming the first ones, and the model is left as it
+    was. Returns the keys that were allowed to differ.
     """
     name = str(source) if isinstance(source, (str, Path)) else "checkpoint"
     checkpoint = read_checkpoint(source) if isinstance(source, (str, Path)) else source
@@ -103,10 +115,15 @@ def load_weights(model, source, may_lack=(), may_add=()):
         problems = [f"missing {key}" for key in bad_missing]
         problems += [f"unexpected {key}" for key in bad_unexpected]
         problems += [f"wrong shape {entry}" for entry in wrong_shape]
-        raise CheckpointError(f"{name} does not fit {type(model).__name__} "
+        raise CheckpointMismatch(f"{name} does not fit {type(model).__name__} "
                               f"({len(problems)} problems; a different model size?):\n  "
                               + "\n  ".join(problems))
-    model.load_state_dict({k: v for k, v in state_dict.items() if k not in unexpected}, strict=False)
+    kept = {key: value for key, value in state_dict.items() if key not in unexpected}
+    bad = non_finite_keys(kept) if require_finite else []
+    if bad:
+        raise CheckpointError(f"{name}: {len(bad)} of its {type(model).__name__} tensors hold NaN or Inf, first "
+                              f"{', '.join(bad[:3])}: the run that wrote it diverged; use an earlier checkpoint")
+    model.load_state_dict(kept, strict=False)
     return {"missing": missing, "unexpected": unexpected}
 
 
@@ -117,5 +134,6 @@ def load_pretraining_weights(model, source):
 
 def load_encoder_weights(model, source):
     """Load a pretraining checkpoint into a downstream model: encoder keys all required; the
-    projectors may be left over and the linear head may be missing."""
-    return load_weights(model, source, may_lack=HEAD_PREFIXES, may_add=PROJECTOR_PREFIXES)
+    projectors may be left over and the linear head may be missing. An encoder holding NaN or Inf
+    is refused: every feature, and so every result, computed from it would be meaningless."""
+    return load_weights(model, source, may_lack=HEAD_PREFIXES, may_add=PROJECTOR_PREFIXES, require_finite=True)

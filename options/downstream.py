@@ -50,6 +50,9 @@ def _common(parser, run_folder, contents):
     add_model_args(parser)
     add_runtime_args(parser)
     parser.add_argument("--checkpoint-path", type=Path, default=Path(run_folder), help=f"run folder: {contents}")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the results of an earlier run in --checkpoint-path (default: refuse a run "
+                             "folder that holds them, so that two runs never mix)")
 
 
 def _either(name, unit=""):
