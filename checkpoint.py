@@ -8,6 +8,7 @@ missing, unexpected and wrong-shaped key named, never merged in part.
 import os
 import pickle
 import tempfile
+import zipfile
 from pathlib import Path
 
 import torch
@@ -44,11 +45,55 @@ def save_atomic(obj, path):
         raise
 
 
+# torch.save stores a checkpoint's members uncompressed in a zip archive, so their sizes add up to
+# less than the file's; re-compressed with deflate, trained float weights shrink by a few percent only.
+# torch.load allocates every member at the size the zip's central directory declares, so a file whose
+# members add up to many times its own size can only be a compression bomb (a few MB of zeros that
+# inflate to GBs). A bound relative to the file, not an absolute one, refuses those at any model size
+# while every honest checkpoint, however large, still loads; the allowance lets a tiny file's
+# well-compressed pickle through.
+MAX_INFLATION = 4
+INFLATION_ALLOWANCE = 2**20  # bytes
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+def check_container(path):
+    """Refuse, from its first bytes and the zip central directory, a file torch.load must not be given.
+
+    An empty file, a zip archive cut short (no central directory), and one whose members would inflate
+    beyond MAX_INFLATION x the file + INFLATION_ALLOWANCE raise CheckpointError with a sentence;
+    nothing is decompressed. Files in the legacy (non-zip) format pass: torch reads their tensors at
+    the size they occupy in the file.
+    """
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"{path}: the file is empty (0 bytes), not a checkpoint")
+    with open(path, "rb") as f:
+        if f.read(len(ZIP_MAGIC)) != ZIP_MAGIC:
+            return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            inflated = sum(info.file_size for info in archive.infolist())
+    except zipfile.BadZipFile:
+        raise CheckpointError(f"{path}: a zip archive without a readable central directory ({size} bytes): the file "
+                              f"was cut short or damaged, e.g. by an interrupted write, copy or download") from None
+    if inflated > MAX_INFLATION * size + INFLATION_ALLOWANCE:
+        raise CheckpointError(f"{path}: refused, its {size / 2**20:.1f} MiB would inflate to {inflated / 2**20:.1f} "
+                              f"MiB, more than {MAX_INFLATION}x: torch.save does not compress, so this looks like a "
+                              f"compression bomb")
+
+
 def read_checkpoint(path):
-    """Load a checkpoint on the CPU without executing any code stored in it."""
+    """Load a checkpoint on the CPU without executing any code stored in it.
+
+    The file is checked first (`check_container`): an empty or truncated file gets a sentence, and a
+    compression bomb is refused before anything is inflated, so the memory a checkpoint can take is
+    at most MAX_INFLATION x its size + 1 MiB.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    check_container(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:

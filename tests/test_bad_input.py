@@ -3,9 +3,15 @@
 Flags are checked while they are parsed; hostile raw files, checkpoints and disks are refused before
 the work that they would spoil. Each test injects one bad input at tiny sizes.
 """
+import io
+import tracemalloc
+import zipfile
+
 import pytest
+import torch
 from test_pretrain import make_demo_data
 
+from checkpoint import MAX_INFLATION, CheckpointError, read_checkpoint, save_atomic
 from data_gen import msr_gendata, ntu_gendata, pku_gendata, synthetic
 from dataset import build_downstream_datasets
 from options.checks import Checked, at_least, between, fraction, non_negative_finite, positive_finite
@@ -93,3 +99,53 @@ def test_an_empty_validation_split_is_refused_naming_the_file(tmp_path):
     data_root = make_demo_data(tmp_path, num_train=8, num_val=0)
     with pytest.raises(DataFileError, match=r"val_data_joint\.npy: the val split holds no samples"):
         build_downstream_datasets(data_root, "demo", "cross_subject")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Hostile checkpoints
+
+
+def deflated(checkpoint, path):
+    """torch.save(checkpoint), then every zip member re-compressed with deflate (torch.save stores them)."""
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    with zipfile.ZipFile(buffer) as source, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as target:
+        for info in source.infolist():
+            target.writestr(info.filename, source.read(info.filename))
+    return path
+
+
+def test_a_checkpoint_that_would_inflate_far_beyond_its_size_is_refused_before_it_is_read(tmp_path):
+    bomb = deflated({"state_dict": {"w": torch.zeros(2**23)}}, tmp_path / "bomb.pth.tar")  # 32 MiB of zeros
+    assert bomb.stat().st_size < 2**20 / 4
+    tracemalloc.start()
+    try:
+        with pytest.raises(CheckpointError, match=r"bomb\.pth\.tar: refused, its 0\.0 MiB would inflate to 32\.0 MiB"):
+            read_checkpoint(bomb)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20, f"{peak} bytes allocated to refuse it"
+    # Control: the bomb is live, torch.load inflates it in full.
+    assert torch.load(bomb, weights_only=True)["state_dict"]["w"].numel() == 2**23
+
+
+def test_honest_checkpoints_load_whether_stored_or_re_compressed(tmp_path):
+    torch.manual_seed(0)
+    weights = {"w": torch.randn(256, 1024), "b": torch.zeros(1024)}  # mostly incompressible, as trained weights
+    save_atomic({"state_dict": weights}, tmp_path / "stored.pth.tar")
+    for path in (tmp_path / "stored.pth.tar", deflated({"state_dict": weights}, tmp_path / "deflated.pth.tar")):
+        assert torch.equal(read_checkpoint(path)["state_dict"]["w"], weights["w"])
+    inflation = 4 * 256 * 1024 / (tmp_path / "deflated.pth.tar").stat().st_size
+    assert 1 < inflation < MAX_INFLATION / 3
+
+
+def test_an_empty_or_truncated_checkpoint_gets_a_sentence(tmp_path):
+    (tmp_path / "empty.pth.tar").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"empty\.pth\.tar: the file is empty \(0 bytes\), not a checkpoint$"):
+        read_checkpoint(tmp_path / "empty.pth.tar")
+    save_atomic({"state_dict": {"w": torch.ones(1000)}}, tmp_path / "whole.pth.tar")
+    (tmp_path / "cut.pth.tar").write_bytes((tmp_path / "whole.pth.tar").read_bytes()[:3000])
+    with pytest.raises(CheckpointError, match=r"cut\.pth\.tar: a zip archive without a readable central directory "
+                                              r"\(3000 bytes\): the file was cut short"):
+        read_checkpoint(tmp_path / "cut.pth.tar")

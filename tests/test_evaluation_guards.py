@@ -22,7 +22,8 @@ from umurl import UmURL
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--hidden-size", "16", "--device", "cpu", "--workers", "0", "--finetune-dataset", "demo"]
 SCRIPTS = {
-    "action_recognition.py": (action_recognition.main, build_recognition_parser, ["--epochs", "2", "--batch-size", "8"]),
+    "action_recognition.py": (action_recognition.main, build_recognition_parser,
+                              ["--epochs", "2", "--batch-size", "8"]),
     "action_retrieval.py": (action_retrieval.main, build_retrieval_parser, []),
     "tsne.py": (tsne.main, build_tsne_parser, ["--num-classes", "2"]),
 }
