@@ -52,6 +52,8 @@ from skeleton import NTU_25  # noqa: E402
 MAX_FRAMES = 300  # the padded length of the released arrays
 MAX_BODIES_READ = 4  # body slots read per file (Kinect v2 tracks up to 6; the released code keeps 4)
 MAX_BODIES_KEPT = 2  # of which the two with the highest energy are kept
+MAX_BODIES_TRACKED = 6  # bodies Kinect v2 tracks at once: no frame of a recording lists more
+MAX_LINE_BYTES = 256  # a joint line (12 numbers) takes about 110 bytes, a body line about 60
 BODY_FIELDS = 10  # bodyID clippedEdges hand{Left,Right}{Confidence,State} isRestricted leanX leanY state
 JOINT_FIELDS = 12  # x y z depthX depthY colorX colorY orientationW/X/Y/Z trackingState
 # Largest |x|, |y|, |z| accepted, in metres: far beyond any depth sensor's range, and far enough below
@@ -248,19 +250,64 @@ def body_energy(bodies):
     return np.sqrt(variance).sum(axis=1) * nonempty.any(axis=1)  # (M,)
 
 
-def read_xyz(path, num_joints=NTU_25.num_joints, num_bodies=MAX_BODIES_KEPT):
+def max_file_lines(max_frames, num_joints=NTU_25.num_joints):
+    """Lines of the longest file a recording of `max_frames` frames can be: the frame count, then per
+    frame a body count and, for each of at most MAX_BODIES_TRACKED bodies, its info line, joint count
+    and joint lines (48,901 lines at 300 frames of 25 joints)."""
+    return 1 + max_frames * (1 + MAX_BODIES_TRACKED * (2 + num_joints))
+
+
+def max_file_bytes(max_frames, num_joints=NTU_25.num_joints):
+    """Bytes of the largest file a recording of `max_frames` frames can be (12.5 MB at 300 frames)."""
+    return max_file_lines(max_frames, num_joints) * MAX_LINE_BYTES
+
+
+def _read_bounded(path, max_bytes):
+    """The file's bytes; a file larger than `max_bytes` is refused unread."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > max_bytes:
+                raise SkeletonFileError(path, None, f"{size} bytes, more than the {max_bytes} that a recording of "
+                                                    f"the output's frames can take")
+            return f.read(size)
+    except OSError as error:
+        raise SkeletonFileError(path, None, f"cannot read: {error.strerror}") from None
+
+
+def _declared_frames(raw):
+    """The frame count on the first line, or None when it is not a lone integer (the full parse says why)."""
+    end = raw.find(b"\n")
+    try:
+        return int(raw[:end if end >= 0 else len(raw)])
+    except ValueError:
+        return None
+
+
+def read_xyz(path, num_joints=NTU_25.num_joints, num_bodies=MAX_BODIES_KEPT, max_frames=MAX_FRAMES):
     """Read a raw NTU `.skeleton` file -> (C=3, T, V, num_bodies) float32, T = the file's frame count.
 
     Bodies are slotted by their order within each frame (up to 4 slots); the `num_bodies` slots of
     highest energy are kept, highest first (ties, in practice only between empty slots: the lower slot
     first). Only x y z are used, but every line is checked; a malformed file raises SkeletonFileError
     with its 1-based line.
+
+    Memory is bounded by `max_frames`, not by what a file claims: a file larger than max_file_bytes is
+    refused unread, one declaring more than `max_frames` frames once its first line is read, one longer
+    than max_file_lines before it is split into lines. Nothing proportional to a frame count above the
+    limit is allocated: at 300 frames, the worst file allowed (12.5 MB of one-character fields) peaks
+    at about 130 MiB of Python and numpy memory, a 300-frame file of six bodies at about 50 MiB, an
+    NTU file at a few MiB (measured with tracemalloc; tests/test_bad_input.py).
     """
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as error:
-        raise SkeletonFileError(path, None, f"cannot read: {error.strerror}") from None
+    raw = _read_bounded(path, max_file_bytes(max_frames, num_joints))
+    declared = _declared_frames(raw)
+    if declared is not None and declared > max_frames:
+        raise SkeletonFileError(path, 1, f"{declared} frames, more than the {max_frames} frames of the output")
     _check_text(path, raw)
+    num_lines = raw.count(b"\n") + (not raw.endswith(b"\n"))  # a last line may lack its newline
+    if num_lines > max_file_lines(max_frames, num_joints):
+        raise SkeletonFileError(path, None, f"{num_lines} lines, more than {max_frames} frames of at most "
+                                            f"{MAX_BODIES_TRACKED} bodies can take")
     lines = raw.decode("ascii").split("\n")
     fields = fields_per_line(raw)
     layout = _walk(path, lines, fields, num_joints)
@@ -380,10 +427,7 @@ def convert_chunk(paths, max_frames=MAX_FRAMES, topology=NTU_25):
     names, num_frames, samples, errors = [], [], [], []
     for path in paths:
         try:
-            xyz = read_xyz(path, topology.num_joints)  # (C, T, V, M)
-            if xyz.shape[1] > max_frames:
-                raise SkeletonFileError(path, 1, f"{xyz.shape[1]} frames, more than the {max_frames} "
-                                                 "frames of the output")
+            xyz = read_xyz(path, topology.num_joints, max_frames=max_frames)  # (C, T, V, M)
         except SkeletonFileError as error:
             errors.append(error)
             continue

@@ -13,6 +13,7 @@ from test_pretrain import make_demo_data
 
 from checkpoint import MAX_INFLATION, CheckpointError, read_checkpoint, save_atomic
 from data_gen import msr_gendata, ntu_gendata, pku_gendata, synthetic
+from data_gen.ntu_gendata import SkeletonFileError, convert_chunk, max_file_bytes, max_file_lines, read_xyz
 from dataset import build_downstream_datasets
 from options.checks import Checked, at_least, between, fraction, non_negative_finite, positive_finite
 from options.common import check_model_sizes
@@ -149,3 +150,50 @@ def test_an_empty_or_truncated_checkpoint_gets_a_sentence(tmp_path):
     with pytest.raises(CheckpointError, match=r"cut\.pth\.tar: a zip archive without a readable central directory "
                                               r"\(3000 bytes\): the file was cut short"):
         read_checkpoint(tmp_path / "cut.pth.tar")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Hostile raw files
+
+
+def peak_bytes(function, *args, **kwargs):
+    """(what function returned or raised, the peak of Python and numpy allocations while it ran)."""
+    tracemalloc.start()
+    try:
+        try:
+            outcome = function(*args, **kwargs)
+        except Exception as error:  # returned for the caller to check
+            outcome = error
+        return outcome, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_file_of_400000_empty_frames_is_refused_after_its_first_line(tmp_path):
+    path = tmp_path / "S001C001P001R001A001.skeleton"
+    path.write_bytes(b"400000\n" + b"0\n" * 400_000)  # 800 KB (it took 1.9 GB to refuse)
+    error, peak = peak_bytes(read_xyz, path)
+    assert isinstance(error, SkeletonFileError) and error.line == 1
+    assert error.reason == "400000 frames, more than the 300 frames of the output"
+    assert peak < 2 * path.stat().st_size, f"{peak} bytes allocated"
+    chunk, peak = peak_bytes(convert_chunk, [str(path)])
+    assert chunk.names == [] and str(chunk.errors[0]) == str(error) and peak < 2 * path.stat().st_size
+
+
+def test_raw_reading_memory_is_bounded_by_the_frame_limit_whatever_the_file_holds(tmp_path):
+    max_frames = 20
+    limit = max_file_bytes(max_frames)
+    cases = {  # file content -> what the refusal says
+        "too large": (b"3\n" + b"0\n" * (limit // 2), f"more than the {limit} that a recording"),
+        "too many lines": (b"3\n" + b"\n" * (max_file_lines(max_frames) + 1), "lines, more than 20 frames"),
+        # The largest file allowed, fields as dense as they get: refused by the full parse.
+        "densest": (b"3\n" + b"1 " * ((limit - 2) // 2), "expected the body count of frame 1"),
+    }
+    for name, (text, message) in cases.items():
+        path = tmp_path / f"{name}.skeleton"
+        path.write_bytes(text)
+        error, peak = peak_bytes(read_xyz, path, max_frames=max_frames)
+        assert isinstance(error, SkeletonFileError) and message in str(error), (name, error)
+        assert peak < 12 * limit, f"{name}: {peak} bytes allocated for a limit of {limit}"
+        if name != "densest":  # refused before the file is split into lines
+            assert peak < 2 * len(text) + 2**16, f"{name}: {peak} bytes allocated"
