@@ -36,7 +36,8 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_gen.normalize import normalize_skeletons  # noqa: E402
-from data_gen.ntu_gendata import PartWriter, SkeletonFileError, fields_per_line  # noqa: E402
+from data_gen.ntu_gendata import (  # noqa: E402
+    DiskFullError, PartWriter, SkeletonFileError, check_free_space, fields_per_line, output_bytes)
 from options.checks import at_least, checked  # noqa: E402
 from skeleton import MSR_20  # noqa: E402
 
@@ -181,6 +182,8 @@ def gendata(data_path, out_folder, sample_list=None, max_frames=MAX_FRAMES):
     out_dir = Path(out_folder) / "MSR-Action3D" / "xsub"
     parts = split_cross_subject(list_samples(data_path, sample_list))
     converted = {part: load_part(data_path, names, max_frames) for part, names in parts.items()}
+    check_free_space(out_dir, output_bytes([len(names) for names in parts.values()],
+                                           (3, max_frames, MSR_20.num_joints, 1)))
     writers = []
     try:
         for part, names in parts.items():
@@ -215,7 +218,7 @@ def main(argv=None):
     start = time.time()
     try:
         counts = gendata(args.data_path, args.out_folder, args.sample_list, args.max_frames)
-    except (ValueError, FileNotFoundError) as error:  # SkeletonFileError is a ValueError
+    except (ValueError, FileNotFoundError, DiskFullError) as error:  # SkeletonFileError is a ValueError
         sys.exit(f"error: {error}")
     print(f"MSR Action3D x-sub: {counts['train']} train / {counts['val']} val samples in "
           f"{Path(args.out_folder) / 'MSR-Action3D' / 'xsub'} ({time.time() - start:.1f} s)")

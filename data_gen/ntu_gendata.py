@@ -30,10 +30,13 @@ Shape legend: C = 3 coordinates (xyz), T frames, V = 25 joints, M bodies.
 """
 import argparse
 import contextlib
+import errno
 import functools
+import math
 import os
 import pickle
 import re
+import shutil
 import sys
 from dataclasses import dataclass
 from multiprocessing import Pool
@@ -459,12 +462,97 @@ def temporary(path):
     return path.with_name(path.name + ".tmp")
 
 
+class DiskFullError(RuntimeError):
+    """The output does not fit on its disk: refused up front, or the disk filled up while writing."""
+
+    def __init__(self, path, free, needed=None):
+        super().__init__(path, free, needed)
+        self.path, self.free, self.needed = Path(path), free, needed
+
+    def __str__(self):
+        if self.needed is not None:
+            return (f"{self.path}: the output needs {_size(self.needed)} but its disk has {_size(self.free)} free: "
+                    f"free some space or choose another --out_folder")
+        return (f"{self.path}: the disk filled up while writing it ({_size(self.free)} free now); nothing final was "
+                f"written: free some space or choose another --out_folder, and run again")
+
+
+def _size(num_bytes):
+    return f"{num_bytes / 1e9:.2f} GB" if num_bytes >= 1e9 else f"{num_bytes / 1e6:.1f} MB"
+
+
+def _free_bytes(folder):
+    """Free bytes on the disk of `folder`, or of its nearest existing parent (it may not exist yet)."""
+    folder = Path(folder).absolute()
+    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    return shutil.disk_usage(existing).free
+
+
+def output_bytes(capacities, sample_shape, cut_copy=False):
+    """An upper bound of the bytes a conversion writes: float32 rows of `sample_shape` for each part's
+    capacity, 4 KiB of header and 256 bytes of name, label and frame count per sample; with `cut_copy`
+    (files may be skipped) also the largest part again, which `PartWriter.finish` copies."""
+    row = 4 * math.prod(sample_shape)
+    needed = sum(capacity * (row + 256) + 4096 for capacity in capacities)
+    return needed + (max(capacities, default=0) * row if cut_copy else 0)
+
+
+def check_free_space(folder, needed):
+    """Refuse, before anything is written, an output of `needed` bytes that the disk of `folder` cannot hold."""
+    free = _free_bytes(folder)
+    if needed > free:
+        raise DiskFullError(folder, free, needed)
+
+
+@contextlib.contextmanager
+def _disk_full_names(path):
+    """Turn a full disk (ENOSPC, or EDQUOT: a full quota) while writing `path` into DiskFullError."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise DiskFullError(path, _free_bytes(Path(path).parent)) from None
+
+
+def _reserve(file, size):
+    """Allocate the blocks of an open file now (posix_fallocate), so that a disk too full to hold it fails
+    here with ENOSPC rather than hours later; where the file system cannot, the up-front estimate is all."""
+    if size == 0 or not hasattr(os, "posix_fallocate"):
+        return
+    try:
+        os.posix_fallocate(file.fileno(), 0, size)
+    except OSError as error:
+        if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+
+
+def _new_array_file(path, shape):
+    """Create a float32 .npy file of `shape` with its blocks reserved; return the header's length in bytes."""
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+    offset = array.offset
+    del array  # header written and file sized; rows come later
+    with open(path, "r+b") as file:
+        _reserve(file, offset + 4 * math.prod(shape))
+    return offset
+
+
+def _write_at(file, data, offset):
+    """All bytes of the array `data` at `offset` of an open file (one os.pwrite may write fewer)."""
+    view = memoryview(np.ascontiguousarray(data)).cast("B")
+    while view:
+        written = os.pwrite(file.fileno(), view, offset)
+        view, offset = view[written:], offset + written
+
+
 class PartWriter:
     """Streams the rows of one part (e.g. xsub/train) into temporary files; `commit` renames them.
 
-    The data array is allocated for every sample that may land in the part and filled from the front;
-    rows are written through a memory map opened and closed per write, so the written pages do not
-    pile up in this process's resident memory.
+    The data array is allocated for every sample that may land in the part, its blocks reserved on the
+    disk up front, and filled from the front. Rows are written with plain writes, not through a memory
+    map: a full disk then raises an error this class turns into DiskFullError (naming the file and the
+    free space), where a memory-mapped write would kill the process with SIGBUS. Neither way do the
+    written pages pile up in this process's resident memory.
     """
 
     def __init__(self, folder, part, capacity, sample_shape):
@@ -477,20 +565,23 @@ class PartWriter:
         self.data_path = self.folder / f"{part}_data_joint.npy"
         self.final_paths = [self.data_path, self.folder / f"{part}_num_frame.npy",
                             self.folder / f"{part}_label.pkl"]
+        self.capacity, self.sample_shape = capacity, tuple(sample_shape)
+        self.row_bytes = 4 * math.prod(sample_shape)
         self.folder.mkdir(parents=True, exist_ok=True)
-        array = np.lib.format.open_memmap(temporary(self.data_path), mode="w+", dtype=np.float32,
-                                          shape=(capacity, *sample_shape))
-        del array  # header written and file sized; rows come later
+        try:
+            with _disk_full_names(self.data_path):
+                self.offset = _new_array_file(temporary(self.data_path), (capacity, *self.sample_shape))
+        except BaseException:  # the caller has no writer to discard yet
+            self.discard()
+            raise
 
     def write(self, data, names, labels, num_frames):
         """Append rows: data (n, C, T, V, M) float32 with their names, labels and frame counts."""
         assert len(data) == len(names) == len(labels) == len(num_frames), "one name, label, count per row"
         if len(data) == 0:
             return
-        array = np.load(temporary(self.data_path), mmap_mode="r+")
-        array[self.count:self.count + len(data)] = data
-        array.flush()
-        del array
+        with _disk_full_names(self.data_path), open(temporary(self.data_path), "r+b") as file:
+            _write_at(file, np.asarray(data, dtype=np.float32), self.offset + self.count * self.row_bytes)
         self.count += len(data)
         self.names += names
         self.labels += labels
@@ -499,21 +590,19 @@ class PartWriter:
     def finish(self):
         """Write the small files and cut the data array to the rows written (after skipped files)."""
         data_tmp = temporary(self.data_path)
-        array = np.load(data_tmp, mmap_mode="r")
-        if len(array) != self.count:  # only with skipped files: copy the written rows to a smaller array
-            cut_tmp = data_tmp.with_name(data_tmp.name + ".cut")
-            cut = np.lib.format.open_memmap(cut_tmp, mode="w+", dtype=array.dtype,
-                                            shape=(self.count, *array.shape[1:]))
-            for start in range(0, self.count, 256):  # a few hundred rows at a time keeps memory flat
-                stop = min(start + 256, self.count)
-                cut[start:stop] = array[start:stop]
-            cut.flush()
-            del cut
-            os.replace(cut_tmp, data_tmp)
-        del array
-        with open(temporary(self.final_paths[1]), "wb") as file:
+        with _disk_full_names(self.data_path):
+            if self.count != self.capacity:  # only with skipped files: copy the written rows to a smaller array
+                array = np.load(data_tmp, mmap_mode="r")
+                cut_tmp = data_tmp.with_name(data_tmp.name + ".cut")
+                offset = _new_array_file(cut_tmp, (self.count, *self.sample_shape))
+                with open(cut_tmp, "r+b") as cut:
+                    for start in range(0, self.count, 256):  # a few hundred rows at a time keeps memory flat
+                        _write_at(cut, array[start:start + 256], offset + start * self.row_bytes)
+                del array
+                os.replace(cut_tmp, data_tmp)
+        with _disk_full_names(self.final_paths[1]), open(temporary(self.final_paths[1]), "wb") as file:
             np.save(file, np.asarray(self.num_frames, dtype=np.int64))
-        with open(temporary(self.final_paths[2]), "wb") as file:
+        with _disk_full_names(self.final_paths[2]), open(temporary(self.final_paths[2]), "wb") as file:
             pickle.dump((list(self.names), [int(label) for label in self.labels]), file)
 
     def commit(self):
@@ -530,7 +619,7 @@ class PartWriter:
 
 def _write_skipped_list(path, errors):
     """The skipped files, one per line: name, tab, reason (line number included)."""
-    with open(temporary(path), "w") as file:
+    with _disk_full_names(path), open(temporary(path), "w") as file:
         for error in errors:
             file.write(f"{Path(error.path).name}\t{error}\n")
 
@@ -551,7 +640,9 @@ def gendata(data_paths, out_folder, dataset, ignored_sample_path=None, workers=1
     data_paths: folder or list of folders holding `*.skeleton` files. Writes
     `out_folder/<DATASETS[dataset][0]>/<benchmark>/...` (see the module docstring). Returns a summary
     dict: {"converted", "left_out", "skipped" (messages), "parts": {"xsub/train": count, ...}, "folder"}.
-    Raises InvalidFilesError (and writes nothing final) when a file is invalid and not `skip_invalid`.
+    Raises InvalidFilesError (and writes nothing final) when a file is invalid and not `skip_invalid`,
+    DiskFullError (before writing anything) when the output does not fit on the disk, or when the disk
+    fills up all the same (nothing final written, no temporary file left).
     """
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {sorted(DATASETS)}")
@@ -563,12 +654,15 @@ def gendata(data_paths, out_folder, dataset, ignored_sample_path=None, workers=1
     by_name = {sample.name: sample for sample in samples}
 
     sample_shape = (3, max_frames, NTU_25.num_joints, MAX_BODIES_KEPT)
+    capacities = {}
+    for benchmark in benchmarks:
+        train = sum(is_training(sample, dataset, benchmark) for sample in samples)
+        capacities.update({(benchmark, "train"): train, (benchmark, "val"): len(samples) - train})
+    check_free_space(root, output_bytes(capacities.values(), sample_shape, cut_copy=skip_invalid))
     writers = {}
     try:
-        for benchmark in benchmarks:
-            train = sum(is_training(sample, dataset, benchmark) for sample in samples)
-            for part, capacity in zip(PARTS, (train, len(samples) - train)):
-                writers[benchmark, part] = PartWriter(root / benchmark, part, capacity, sample_shape)
+        for (benchmark, part), capacity in capacities.items():
+            writers[benchmark, part] = PartWriter(root / benchmark, part, capacity, sample_shape)
 
         chunks = [[s.path for s in samples[i:i + chunk_size]] for i in range(0, len(samples), chunk_size)]
         # contextlib.closing shuts the pool down even when the loop below is interrupted.
@@ -619,7 +713,7 @@ def main(argv=None):
     try:
         summary = gendata(args.data_path, args.out_folder, args.dataset, args.ignored_sample_path,
                           workers=args.workers, skip_invalid=args.skip_invalid)
-    except (InvalidFilesError, DataPathError) as error:  # bad input: a message, no traceback
+    except (InvalidFilesError, DataPathError, DiskFullError) as error:  # a message, no traceback
         sys.exit(str(error))
     print(f"{summary['converted']} samples converted into {summary['folder']} ({summary['left_out']} left "
           f"out by the ignore list or dataset, {len(summary['skipped'])} invalid files skipped)")

@@ -3,17 +3,31 @@
 Flags are checked while they are parsed; hostile raw files, checkpoints and disks are refused before
 the work that they would spoil. Each test injects one bad input at tiny sizes.
 """
+import errno
 import io
+import os
+import pickle
+import shutil
 import tracemalloc
 import zipfile
 
 import pytest
 import torch
+from test_msr_gendata import random_sequence, write_msr_file
+from test_pku_gendata import random_video, write_video
 from test_pretrain import make_demo_data
 
 from checkpoint import MAX_INFLATION, CheckpointError, read_checkpoint, save_atomic
 from data_gen import msr_gendata, ntu_gendata, pku_gendata, synthetic
-from data_gen.ntu_gendata import SkeletonFileError, convert_chunk, max_file_bytes, max_file_lines, read_xyz
+from data_gen.ntu_gendata import (
+    DiskFullError,
+    SkeletonFileError,
+    convert_chunk,
+    max_file_bytes,
+    max_file_lines,
+    output_bytes,
+    read_xyz,
+)
 from dataset import build_downstream_datasets
 from options.checks import Checked, at_least, between, fraction, non_negative_finite, positive_finite
 from options.common import check_model_sizes
@@ -197,3 +211,91 @@ def test_raw_reading_memory_is_bounded_by_the_frame_limit_whatever_the_file_hold
         assert peak < 12 * limit, f"{name}: {peak} bytes allocated for a limit of {limit}"
         if name != "densest":  # refused before the file is split into lines
             assert peak < 2 * len(text) + 2**16, f"{name}: {peak} bytes allocated"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A full disk
+
+
+@pytest.fixture(scope="module")
+def raw_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("raw")
+    synthetic.generate(folder, num_classes=2, samples_per_class=3)  # 6 files, 2 of them validation
+    return folder
+
+
+def files_under(folder):
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file())
+
+
+def with_free_bytes(monkeypatch, free):
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=free))
+
+
+def test_the_output_estimate_bounds_what_a_conversion_writes(raw_folder, tmp_path):
+    summary = ntu_gendata.gendata(raw_folder, tmp_path / "out", "demo", progress=False)
+    written = sum(path.stat().st_size for path in (tmp_path / "out").rglob("*"))
+    row = (3, 300, 25, 2)
+    assert written <= output_bytes(summary["parts"].values(), row) < 1.01 * written + 20_000
+
+
+def test_preprocessing_refuses_an_output_its_disk_cannot_hold_before_writing(raw_folder, tmp_path, monkeypatch,
+                                                                            capsys):
+    with_free_bytes(monkeypatch, 10**6)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        ntu_gendata.main(["--data_path", str(raw_folder), "--out_folder", str(out), "--dataset", "demo",
+                          "--workers", "1"])
+    assert str(exit_info.value) == (f"{out / 'demo'}: the output needs 1.1 MB but its disk has 1.0 MB free: "
+                                    f"free some space or choose another --out_folder")
+    assert not out.exists()
+
+
+def test_pku_and_msr_conversions_check_the_disk_too(tmp_path, monkeypatch):
+    (tmp_path / "pku").mkdir()
+    (tmp_path / "msr").mkdir()
+    for video in ("A01N01-L", "A05N01-L"):
+        write_video(tmp_path / "pku", video, random_video(30, 0), [(1, 1, 20, 2)])
+    (tmp_path / "pku" / "split.txt").write_text("Training videos: A01N01-L\nValidation videos: A05N01-L\n")
+    for name in ("a01_s01_e01", "a01_s02_e01"):
+        write_msr_file(tmp_path / "msr" / f"{name}_skeleton3D.txt", random_sequence(5, seed=0))
+    with_free_bytes(monkeypatch, 1000)
+    with pytest.raises(DiskFullError, match="PKU-MMD-II/xsub: the output needs .* but its disk has 0.0 MB free"):
+        pku_gendata.gendata(tmp_path / "pku" / "skeleton", tmp_path / "pku" / "label", tmp_path / "pku" / "split.txt",
+                            tmp_path / "out", progress=False)
+    with pytest.raises(DiskFullError, match="MSR-Action3D/xsub: the output needs"):
+        msr_gendata.gendata(tmp_path / "msr", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def full_disk(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.mark.parametrize("fault, fills_while_writing", [
+    ("the space cannot be reserved", "train_data_joint.npy"),  # os.posix_fallocate
+    ("a row write", "val_data_joint.npy"),  # os.pwrite, after the first (training) rows went through
+    ("the label file", "train_label.pkl"),  # pickle.dump in PartWriter.finish
+])
+def test_a_disk_that_fills_during_preprocessing_ends_with_one_line_and_no_temporary_file(
+        raw_folder, tmp_path, monkeypatch, fault, fills_while_writing):
+    if fault == "the space cannot be reserved":
+        monkeypatch.setattr(os, "posix_fallocate", full_disk)
+    elif fault == "a row write":
+        real_pwrite, calls = os.pwrite, []
+
+        def pwrite(*args):
+            calls.append(1)
+            return real_pwrite(*args) if len(calls) == 1 else full_disk()
+        monkeypatch.setattr(os, "pwrite", pwrite)
+    else:
+        monkeypatch.setattr(pickle, "dump", full_disk)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        ntu_gendata.main(["--data_path", str(raw_folder), "--out_folder", str(out), "--dataset", "demo",
+                          "--workers", "1"])
+    message = str(exit_info.value)
+    assert message.startswith(f"{out / 'demo' / 'xsub' / fills_while_writing}: the disk filled up while writing it (")
+    assert "free now); nothing final was written" in message and "\n" not in message
+    assert files_under(out) == []
