@@ -24,7 +24,11 @@ Decisions beyond the released code (which reads files in `os.listdir` order and 
 longer than 300 frames): samples are sorted by name; a file with more than `max_frames` frames is an
 invalid file rather than silently truncated (300 frames hold every NTU sample); for `ntu60`, files of
 the NTU-120 extension (setup > 17 or action > 60) are left out, so pointing it at the full NTU-120
-folder still yields NTU-60. Sample names keep their `.skeleton` extension, as released.
+folder still yields NTU-60. Sample names keep their `.skeleton` extension, as released. A name whose
+ids lie outside NTU-120's (e.g. action A000 or A999, which would become label -1 or 998) is an
+invalid file. A missing-skeleton list that does not exist or holds no sample name is refused; names
+in it that match no file are counted in a warning. The output's size is checked against the free
+disk space before anything is written.
 
 Shape legend: C = 3 coordinates (xyz), T frames, V = 25 joints, M bodies.
 """
@@ -77,6 +81,10 @@ DATASETS = {
     "demo": ("demo", ("xsub",)),
 }
 NTU60_LAST_SETUP, NTU60_LAST_ACTION = 17, 60
+# The ids NTU RGB+D 120 uses, which hold those of NTU-60: a name outside them is no NTU recording (an
+# action A000 or A999 would become label -1 or 998).
+ID_RANGES = {"setup": ("S", 32), "camera": ("C", 3), "subject": ("P", 106), "replication": ("R", 2),
+             "action": ("A", 120)}
 PARTS = ("train", "val")
 SKIPPED_LIST = "skipped_files.txt"
 NAME_PATTERN = re.compile(r"S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})")
@@ -369,24 +377,46 @@ def is_training(sample, dataset, benchmark):
     raise ValueError(f"unknown benchmark {benchmark!r}")
 
 
+def id_problem(sample):
+    """What is wrong with the ids in a sample's name, or None when each lies in ID_RANGES (from 1)."""
+    for field, (letter, last) in ID_RANGES.items():
+        value = getattr(sample, field)
+        if not 1 <= value <= last:
+            return f"{field} {letter}{value:03d} outside {letter}001..{letter}{last:03d}, the ids of NTU RGB+D 120"
+    return None
+
+
 def in_ntu60(sample):
     """NTU-60 is setups 1-17 with actions 1-60; NTU-120 adds actions to those setups and new setups."""
     return sample.setup <= NTU60_LAST_SETUP and sample.action <= NTU60_LAST_ACTION
 
 
 def read_ignored(ignored_sample_path):
-    """Names (without extension) in an official missing-skeleton list; blank lines ignored."""
+    """Sample names (without extension) in an official missing-skeleton list.
+
+    Lines that are not a name SsssCcccPpppRrrrAaaa (the official lists open with two lines of text)
+    are skipped. A missing file, or one without a single name, raises DataPathError.
+    """
     if ignored_sample_path is None:
         return set()
-    return {line.strip() for line in Path(ignored_sample_path).read_text().splitlines() if line.strip()}
+    path = Path(ignored_sample_path)
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError as error:
+        raise DataPathError(f"missing-skeleton list {path}: {error.strerror}") from None
+    names = {line.strip().removesuffix(".skeleton") for line in lines}
+    names = {name for name in names if NAME_PATTERN.fullmatch(name)}
+    if not names:
+        raise DataPathError(f"missing-skeleton list {path} holds no sample name (SsssCcccPpppRrrrAaaa, one a line)")
+    return names
 
 
 def list_samples(data_paths, dataset, ignored=frozenset()):
     """Every `.skeleton` file of the dataset under `data_paths`, sorted by name.
 
-    Returns (samples, unnamed, left_out): Samples to convert, paths whose names do not follow the NTU
-    pattern (treated as invalid files), and the number of files left out on purpose (ignored list,
-    or NTU-120-only files for ntu60).
+    Returns (samples, invalid, left_out): Samples to convert, a SkeletonFileError for each file whose
+    name is not SsssCcccPpppRrrrAaaa or holds an id outside ID_RANGES, and the number of files left
+    out on purpose (ignored list, or NTU-120-only files for ntu60).
     """
     paths = {}
     for folder in data_paths:
@@ -399,16 +429,23 @@ def list_samples(data_paths, dataset, ignored=frozenset()):
             paths[path.name] = path
     if not paths:
         raise DataPathError(f"no .skeleton files under {', '.join(map(str, data_paths))}")
-    samples, unnamed, left_out = [], [], 0
+    samples, invalid, left_out = [], [], 0
     for name in sorted(paths):
         sample = parse_name(paths[name])
-        if sample is None:
-            unnamed.append(paths[name])
+        problem = "name is not SsssCcccPpppRrrrAaaa.skeleton" if sample is None else id_problem(sample)
+        if problem is not None:
+            invalid.append(SkeletonFileError(paths[name], None, problem))
         elif name.removesuffix(".skeleton") in ignored or (dataset == "ntu60" and not in_ntu60(sample)):
             left_out += 1
         else:
             samples.append(sample)
-    return samples, unnamed, left_out
+    return samples, invalid, left_out
+
+
+def unmatched_ignored(ignored, data_paths):
+    """The names of a missing-skeleton list that no `.skeleton` file under `data_paths` has."""
+    present = {path.name.removesuffix(".skeleton") for folder in data_paths for path in Path(folder).glob("*.skeleton")}
+    return ignored - present
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -649,8 +686,13 @@ def gendata(data_paths, out_folder, dataset, ignored_sample_path=None, workers=1
     data_paths = [data_paths] if isinstance(data_paths, (str, os.PathLike)) else list(data_paths)
     folder_name, benchmarks = DATASETS[dataset]
     root = Path(out_folder) / folder_name
-    samples, unnamed, left_out = list_samples(data_paths, dataset, read_ignored(ignored_sample_path))
-    errors = [SkeletonFileError(path, None, "name is not SsssCcccPpppRrrrAaaa.skeleton") for path in unnamed]
+    ignored = read_ignored(ignored_sample_path)
+    samples, errors, left_out = list_samples(data_paths, dataset, ignored)
+    num_named_invalid = len(errors)
+    unmatched = unmatched_ignored(ignored, data_paths)
+    if unmatched:  # a list of another dataset, or a partial download: say so, the conversion is still right
+        print(f"warning: {len(unmatched)} of the {len(ignored)} names in {ignored_sample_path} match no .skeleton "
+              f"file under {', '.join(map(str, data_paths))}", file=sys.stderr)
     by_name = {sample.name: sample for sample in samples}
 
     sample_shape = (3, max_frames, NTU_25.num_joints, MAX_BODIES_KEPT)
@@ -691,7 +733,7 @@ def gendata(data_paths, out_folder, dataset, ignored_sample_path=None, workers=1
         temporary(root / SKIPPED_LIST).unlink(missing_ok=True)
         raise
     parts = {f"{benchmark}/{part}": writer.count for (benchmark, part), writer in writers.items()}
-    return {"converted": len(samples) + len(unnamed) - len(errors), "left_out": left_out,
+    return {"converted": len(samples) + num_named_invalid - len(errors), "left_out": left_out,
             "skipped": [str(error) for error in errors], "parts": parts, "folder": str(root)}
 
 
@@ -700,7 +742,8 @@ def main(argv=None):
     parser.add_argument("--data_path", nargs="+", required=True,
                         help="folder(s) of raw *.skeleton files (NTU-120 ships as two downloads: give both)")
     parser.add_argument("--ignored_sample_path", default=None,
-                        help="official list of samples with missing skeletons (one name per line)")
+                        help="official list of samples with missing skeletons (one name per line; other lines, "
+                             "such as the official lists' two lines of text, are skipped)")
     parser.add_argument("--out_folder", default="data",
                         help="parent folder of NTU-RGB-D-60-AGCN / NTU-RGB-D-120-AGCN")
     parser.add_argument("--dataset", choices=sorted(DATASETS), required=True)

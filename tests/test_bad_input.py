@@ -21,6 +21,7 @@ from checkpoint import MAX_INFLATION, CheckpointError, read_checkpoint, save_ato
 from data_gen import msr_gendata, ntu_gendata, pku_gendata, synthetic
 from data_gen.ntu_gendata import (
     DiskFullError,
+    InvalidFilesError,
     SkeletonFileError,
     convert_chunk,
     max_file_bytes,
@@ -299,3 +300,46 @@ def test_a_disk_that_fills_during_preprocessing_ends_with_one_line_and_no_tempor
     assert message.startswith(f"{out / 'demo' / 'xsub' / fills_while_writing}: the disk filled up while writing it (")
     assert "free now); nothing final was written" in message and "\n" not in message
     assert files_under(out) == []
+
+
+# ---------------------------------------------------------------------------------------------------------
+# NTU file names and the missing-skeleton list
+
+
+@pytest.mark.parametrize("dataset", ["ntu60", "ntu120"])
+def test_a_name_with_an_id_outside_ntu_is_refused_not_turned_into_a_label(raw_folder, tmp_path, dataset):
+    folder = tmp_path / "raw"
+    shutil.copytree(raw_folder, folder)
+    one = next(folder.iterdir())
+    for name in ("S001C001P001R001A000", "S001C001P001R001A999", "S001C004P001R001A001"):
+        shutil.copy(one, folder / f"{name}.skeleton")
+    with pytest.raises(InvalidFilesError) as caught:
+        ntu_gendata.gendata(folder, tmp_path / "out", dataset, progress=False)
+    assert [str(error) for error in caught.value.errors] == [
+        f"{folder}/S001C001P001R001A000.skeleton: action A000 outside A001..A120, the ids of NTU RGB+D 120",
+        f"{folder}/S001C001P001R001A999.skeleton: action A999 outside A001..A120, the ids of NTU RGB+D 120",
+        f"{folder}/S001C004P001R001A001.skeleton: camera C004 outside C001..C003, the ids of NTU RGB+D 120"]
+    assert files_under(tmp_path / "out") == []
+    summary = ntu_gendata.gendata(folder, tmp_path / "out", dataset, skip_invalid=True, progress=False)
+    assert len(summary["skipped"]) == 3 and summary["converted"] == 6
+
+
+def test_a_missing_skeleton_list_that_does_not_exist_or_names_nothing_is_refused(raw_folder, tmp_path):
+    argv = ["--data_path", str(raw_folder), "--out_folder", str(tmp_path / "out"), "--dataset", "demo"]
+    with pytest.raises(SystemExit) as exit_info:
+        ntu_gendata.main([*argv, "--ignored_sample_path", str(tmp_path / "absent.txt")])
+    assert str(exit_info.value) == f"missing-skeleton list {tmp_path / 'absent.txt'}: No such file or directory"
+    (tmp_path / "notes.txt").write_text("302 of the captured samples have missing skeletons.\n\n")
+    with pytest.raises(SystemExit, match="notes.txt holds no sample name"):
+        ntu_gendata.main([*argv, "--ignored_sample_path", str(tmp_path / "notes.txt")])
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_skeleton_list_naming_unknown_files_is_warned_about_with_the_count(raw_folder, tmp_path, capsys):
+    present = sorted(path.name.removesuffix(".skeleton") for path in raw_folder.iterdir())[0]
+    listing = tmp_path / "NTU_RGBD120_samples_with_missing_skeletons.txt"
+    listing.write_text(f"3 of the captured samples ...\n\nS018C001P008R001A061\n{present}\nS032C003P106R002A120\n")
+    summary = ntu_gendata.gendata(raw_folder, tmp_path / "out", "demo", ignored_sample_path=listing, progress=False)
+    assert summary["left_out"] == 1 and summary["converted"] == 5
+    assert capsys.readouterr().err == (f"warning: 2 of the 3 names in {listing} match no .skeleton file under "
+                                       f"{raw_folder}\n")
