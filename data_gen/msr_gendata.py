@@ -45,6 +45,7 @@ TRAIN_SUBJECTS = (1, 3, 5, 7, 9)
 MAX_FRAMES = 300
 FILE_SUFFIX = "_skeleton3D.txt"
 NAME_PATTERN = re.compile(r"a(\d+)_s(\d+)_e(\d+)")
+ID_RANGES = (("a", 20), ("s", 10), ("e", 3))  # 20 actions, 10 subjects, up to 3 repetitions
 PARTS = ("train", "val")
 
 
@@ -103,11 +104,18 @@ def fit_length(seq, max_frames):
 
 
 def parse_name(name):
-    """'a01_s03_e02' (with or without the file suffix) -> (action, subject, repetition) ints."""
+    """'a01_s03_e02' (with or without the file suffix) -> (action, subject, repetition) ints.
+
+    Each id must lie in ID_RANGES: an action a00 or a21 would otherwise become label -1 or 20."""
     match = NAME_PATTERN.fullmatch(name.removesuffix(FILE_SUFFIX))
     if match is None:
         raise ValueError(f"not an MSR Action3D sample name (aAA_sSS_eEE): {name!r}")
-    return tuple(int(group) for group in match.groups())
+    ids = tuple(int(group) for group in match.groups())
+    for value, (letter, last) in zip(ids, ID_RANGES):
+        if not 1 <= value <= last:
+            raise ValueError(f"{name!r}: {letter}{value:02d} outside {letter}01..{letter}{last:02d}, the ids of "
+                             f"MSR Action3D")
+    return ids
 
 
 def read_msr_skeleton(path):

@@ -343,3 +343,12 @@ def test_a_missing_skeleton_list_naming_unknown_files_is_warned_about_with_the_c
     assert summary["left_out"] == 1 and summary["converted"] == 5
     assert capsys.readouterr().err == (f"warning: 2 of the 3 names in {listing} match no .skeleton file under "
                                        f"{raw_folder}\n")
+
+
+def test_an_msr_name_with_an_id_outside_msr_is_refused_naming_it(tmp_path, capsys):
+    (tmp_path / "msr").mkdir()
+    for name in ("a01_s01_e01", "a21_s02_e01"):
+        write_msr_file(tmp_path / "msr" / f"{name}_skeleton3D.txt", random_sequence(5, seed=0))
+    with pytest.raises(SystemExit) as exit_info:
+        msr_gendata.main(["--data_path", str(tmp_path / "msr"), "--out_folder", str(tmp_path / "out")])
+    assert str(exit_info.value) == "error: 'a21_s02_e01': a21 outside a01..a20, the ids of MSR Action3D"
