@@ -46,7 +46,8 @@ def save_atomic(obj, path):
 
 
 # torch.save stores a checkpoint's members uncompressed in a zip archive, so their sizes add up to
-# less than the file's; re-compressed with deflate, trained float weights shrink by a few percent only.
+# less than the file's; re-compressed with deflate, float weights shrink by a few percent only (they
+# inflate 1.03x for a trained tiny checkpoint with its Adam state, 1.09x for the default-size model).
 # torch.load allocates every member at the size the zip's central directory declares, so a file whose
 # members add up to many times its own size can only be a compression bomb (a few MB of zeros that
 # inflate to GBs). A bound relative to the file, not an absolute one, refuses those at any model size
