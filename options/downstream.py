@@ -69,7 +69,7 @@ def build_recognition_parser():
     train.add_argument("-b", "--batch-size", type=int, default=None, action=checked(at_least(1)),
                        help=_either("batch_size", "samples per step, also for feature extraction; "))
     train.add_argument("--epochs", type=int, default=None, action=checked(at_least(1)), help=_either("epochs"))
-    train.add_argument("--schedule", type=int, nargs="*", default=None, action=checked(at_least(1)),
+    train.add_argument("--schedule", type=int, nargs="*", default=None, action=checked(at_least(0)),
                        help="epochs at which lr is x0.1; " + _either("schedule"))
     train.add_argument("--wd", "--weight-decay", dest="weight_decay", type=float, default=None,
                        action=checked(non_negative_finite), help=_either("weight_decay"))

@@ -18,7 +18,7 @@ def build_parser():
                        help="global batch over all processes; each takes batch-size / world-size")
     train.add_argument("--epochs", type=int, default=451, action=checked(at_least(1)),
                        help="epochs to train, counted from 0")
-    train.add_argument("--schedule", type=int, nargs="*", default=[351], action=checked(at_least(1)),
+    train.add_argument("--schedule", type=int, nargs="*", default=[351], action=checked(at_least(0)),
                        help="epochs at which lr is x0.1")
     train.add_argument("--cos", action="store_true", help="cosine lr schedule instead of --schedule")
     train.add_argument("--wd", "--weight-decay", dest="weight_decay", type=float, default=1e-5,
