@@ -31,12 +31,12 @@ def between(low, high):
 
 
 def positive_finite(value):
-    """A float > 0 and not infinite, e.g. a learning rate."""
+    """A float > 0 and not infinite, e.g. a t-SNE perplexity."""
     return None if value > 0 and math.isfinite(value) else "must be a positive finite number"
 
 
 def non_negative_finite(value):
-    """A float >= 0 and not infinite, e.g. a weight decay."""
+    """A float >= 0 and not infinite, e.g. a learning rate (0 freezes the weights) or a weight decay."""
     return None if value >= 0 and math.isfinite(value) else "must be a finite number at least 0"
 
 

@@ -65,7 +65,7 @@ def build_recognition_parser():
                     "fine-tuning and semi-supervised fine-tuning. One process, one device.",
         formatter_class=HelpFormatter)
     train = parser.add_argument_group("optimisation (SGD, momentum 0.9)")
-    train.add_argument("--lr", type=float, default=None, action=checked(positive_finite), help=_either("lr"))
+    train.add_argument("--lr", type=float, default=None, action=checked(non_negative_finite), help=_either("lr"))
     train.add_argument("-b", "--batch-size", type=int, default=None, action=checked(at_least(1)),
                        help=_either("batch_size", "samples per step, also for feature extraction; "))
     train.add_argument("--epochs", type=int, default=None, action=checked(at_least(1)), help=_either("epochs"))

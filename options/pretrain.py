@@ -3,7 +3,7 @@ import argparse
 from pathlib import Path
 
 from feeder.augmentations import OUT_FRAMES
-from options.checks import at_least, between, checked, non_negative_finite, positive_finite
+from options.checks import at_least, between, checked, non_negative_finite
 from options.common import add_data_args, add_model_args, add_runtime_args
 
 
@@ -12,7 +12,7 @@ def build_parser():
         description="UmURL self-supervised pretraining. Launch with torchrun for several processes.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     train = parser.add_argument_group("optimisation (released settings)")
-    train.add_argument("--lr", type=float, default=5e-4, action=checked(positive_finite),
+    train.add_argument("--lr", type=float, default=5e-4, action=checked(non_negative_finite),
                        help="Adam learning rate (global, not per GPU)")
     train.add_argument("-b", "--batch-size", type=int, default=512, action=checked(at_least(1)),
                        help="global batch over all processes; each takes batch-size / world-size")

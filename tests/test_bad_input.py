@@ -60,7 +60,7 @@ def test_rules_say_what_a_value_must_be():
     ("pretrain.py", ["--print-freq", "0"], "--print-freq must be at least 1, got 0"),
     ("pretrain.py", ["--min-crop-length", "100"], "--min-crop-length must be between 1 and 64, got 100"),
     ("pretrain.py", ["--schedule", "351", "-1"], "--schedule must be at least 0, got -1"),
-    ("pretrain.py", ["--lr", "nan"], "--lr must be a positive finite number, got nan"),
+    ("pretrain.py", ["--lr", "nan"], "--lr must be a finite number at least 0, got nan"),
     ("pretrain.py", ["--wd=-1e-5"], "--wd must be a finite number at least 0, got -1e-05"),
     ("pretrain.py", ["--workers", "-1"], "--workers must be at least 0, got -1"),
     ("pretrain.py", ["--seed", "-1"], "--seed must be between 0 and 9223372036854775807, got -1"),
