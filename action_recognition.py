@@ -22,7 +22,8 @@ draws f of each class's training samples (at least one) with --seed and writes t
 labelled_samples.json in the run folder.
 
 Evaluation runs in one process on one device; a multi-process torchrun launch is refused. The run
-folder receives config.json, log.jsonl, TensorBoard scalars, results.json and model_final.pth.tar;
+folder receives config.json, log.jsonl, TensorBoard scalars, results.json and model_final.pth.tar
+(a folder holding an earlier run's results is refused unless --overwrite: two runs never mix);
 the last line printed is `RESULT <linear|finetune|semi> best_top1=... best_top5=... best_epoch=...
 final_top1=... final_top5=... ...`.
 
@@ -41,11 +42,12 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 import utils
-from checkpoint import save_atomic
+from checkpoint import CheckpointError, save_atomic
 from dataset import build_downstream_datasets, num_classes
 from options.common import model_sizes
 from options.downstream import MOMENTUM, build_recognition_parser, resolve_training_settings
 from options.protocols import get_protocol
+from safe_io import DataFileError
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,16 +208,17 @@ def main(args):
 
     # Start-up checks first: a wrong folder or checkpoint must fail in seconds.
     protocol = get_protocol(args.dataset, args.protocol)
+    sizes = model_sizes(args, protocol)  # checks --hidden-size against --num-head
     train_set, val_set = build_downstream_datasets(args.data_root, args.dataset, args.protocol)
     classes = num_classes(args.data_root, args.dataset, args.protocol)
-    run_dir = utils.prepare_run_folder(args.checkpoint_path)
+    utils.seed_everything(args.seed)  # the classifier's N(0, 0.01) initialisation
+    model, source = utils.load_downstream_model(classes, sizes, args.modalities, args.pretrained)
+    # After the checkpoint was found usable: --overwrite then deletes the earlier results.
+    run_dir = utils.prepare_evaluation_folder(args.checkpoint_path, args.overwrite)
     config = {**utils.config_dict(args), "mode": mode, "momentum": MOMENTUM, "device": str(device),
               "amp_dtype": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32"}
     utils.write_config(run_dir, config)
 
-    utils.seed_everything(args.seed)  # the classifier's N(0, 0.01) initialisation
-    model, source = utils.load_downstream_model(classes, model_sizes(args, protocol), args.modalities,
-                                                args.pretrained)
     model.to(device)
 
     if args.label_fraction < 1.0:
@@ -297,4 +300,9 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(build_recognition_parser().parse_args())
+    try:
+        main(build_recognition_parser().parse_args())
+    except (DataFileError, CheckpointError) as error:
+        # A bad data file or checkpoint: the message names the file and what is wrong, and a traceback
+        # would only bury it (as in pretrain.py).
+        raise SystemExit(f"error: {error}") from None

@@ -12,7 +12,8 @@ Predictions equal sklearn's KNeighborsClassifier(n_neighbors=k, metric="cosine")
 rule: a tie between classes goes to the smallest label.
 
 One process on one device; a multi-process torchrun launch is refused. The run folder receives
-config.json and results.json; the last line printed is `RESULT knn top1=... k=... dataset=...`.
+config.json and results.json (a folder holding an earlier run's results is refused unless
+--overwrite); the last line printed is `RESULT knn top1=... k=... dataset=...`.
 """
 import time
 
@@ -20,10 +21,12 @@ import torch
 import torch.nn.functional as F
 
 import utils
+from checkpoint import CheckpointError
 from dataset import build_downstream_datasets, num_classes
 from options.common import model_sizes
 from options.downstream import build_retrieval_parser
 from options.protocols import get_protocol
+from safe_io import DataFileError
 
 
 def knn_predict(train_features, train_labels, query_features, k=1, chunk_size=1024, num_classes=None):
@@ -59,21 +62,20 @@ def main(args):
     amp_dtype = utils.resolve_amp_dtype(device, args.amp, args.amp_dtype)
 
     protocol = get_protocol(args.dataset, args.protocol)
+    sizes = model_sizes(args, protocol)  # checks --hidden-size against --num-head
     train_set, val_set = build_downstream_datasets(args.data_root, args.dataset, args.protocol)
     classes = num_classes(args.data_root, args.dataset, args.protocol)
     if not 1 <= args.knn_neighbours <= len(train_set):
         raise SystemExit(f"--knn-neighbours must be between 1 and the {len(train_set)} training samples, "
                          f"got {args.knn_neighbours}")
-    if args.chunk_size < 1:
-        raise SystemExit(f"--chunk-size must be at least 1, got {args.chunk_size}")
-    run_dir = utils.prepare_run_folder(args.checkpoint_path)
+    utils.seed_everything(args.seed)  # only the unused classifier head draws random numbers
+    model, source = utils.load_downstream_model(classes, sizes, args.modalities, args.pretrained)
+    # After the checkpoint was found usable: --overwrite then deletes the earlier results.
+    run_dir = utils.prepare_evaluation_folder(args.checkpoint_path, args.overwrite)
     config = {**utils.config_dict(args), "device": str(device),
               "amp_dtype": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32"}
     utils.write_config(run_dir, config)
 
-    utils.seed_everything(args.seed)  # only the unused classifier head draws random numbers
-    model, source = utils.load_downstream_model(classes, model_sizes(args, protocol), args.modalities,
-                                                args.pretrained)
     model.to(device)
     utils.main_print(f"kNN (k={args.knn_neighbours}): {args.dataset} {args.protocol}, {len(train_set)} training and "
                      f"{len(val_set)} validation samples, modalities {'+'.join(model.modalities)}, {source}; "
@@ -99,4 +101,9 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(build_retrieval_parser().parse_args())
+    try:
+        main(build_retrieval_parser().parse_args())
+    except (DataFileError, CheckpointError) as error:
+        # A bad data file or checkpoint: the message names the file and what is wrong, and a traceback
+        # would only bury it (as in pretrain.py).
+        raise SystemExit(f"error: {error}") from None

@@ -8,6 +8,7 @@ missing, unexpected and wrong-shaped key named, never merged in part.
 import os
 import pickle
 import tempfile
+import zipfile
 from pathlib import Path
 
 import torch
@@ -17,7 +18,11 @@ HEAD_PREFIXES = ("fc.",)
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint file that cannot be read or does not fit the model."""
+    """A checkpoint file that cannot be read, does not fit the model, or holds unusable weights."""
+
+
+class CheckpointMismatch(CheckpointError):
+    """A readable checkpoint whose keys or tensor shapes do not fit the model (another size or layout)."""
 
 
 def save_atomic(obj, path):
@@ -40,11 +45,56 @@ def save_atomic(obj, path):
         raise
 
 
+# torch.save stores a checkpoint's members uncompressed in a zip archive, so their sizes add up to
+# less than the file's; re-compressed with deflate, float weights shrink by a few percent only (they
+# inflate 1.03x for a trained tiny checkpoint with its Adam state, 1.09x for the default-size model).
+# torch.load allocates every member at the size the zip's central directory declares, so a file whose
+# members add up to many times its own size can only be a compression bomb (a few MB of zeros that
+# inflate to GBs). A bound relative to the file, not an absolute one, refuses those at any model size
+# while every honest checkpoint, however large, still loads; the allowance lets a tiny file's
+# well-compressed pickle through.
+MAX_INFLATION = 4
+INFLATION_ALLOWANCE = 2**20  # bytes
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+def check_container(path):
+    """Refuse, from its first bytes and the zip central directory, a file torch.load must not be given.
+
+    An empty file, a zip archive cut short (no central directory), and one whose members would inflate
+    beyond MAX_INFLATION x the file + INFLATION_ALLOWANCE raise CheckpointError with a sentence;
+    nothing is decompressed. Files in the legacy (non-zip) format pass: torch reads their tensors at
+    the size they occupy in the file.
+    """
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"{path}: the file is empty (0 bytes), not a checkpoint")
+    with open(path, "rb") as f:
+        if f.read(len(ZIP_MAGIC)) != ZIP_MAGIC:
+            return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            inflated = sum(info.file_size for info in archive.infolist())
+    except zipfile.BadZipFile:
+        raise CheckpointError(f"{path}: a zip archive without a readable central directory ({size} bytes): the file "
+                              f"was cut short or damaged, e.g. by an interrupted write, copy or download") from None
+    if inflated > MAX_INFLATION * size + INFLATION_ALLOWANCE:
+        raise CheckpointError(f"{path}: refused, its {size / 2**20:.1f} MiB would inflate to {inflated / 2**20:.1f} "
+                              f"MiB, more than {MAX_INFLATION}x: torch.save does not compress, so this looks like a "
+                              f"compression bomb")
+
+
 def read_checkpoint(path):
-    """Load a checkpoint on the CPU without executing any code stored in it."""
+    """Load a checkpoint on the CPU without executing any code stored in it.
+
+    The file is checked first (`check_container`): an empty or truncated file gets a sentence, and a
+    compression bomb is refused before anything is inflated, so the memory a checkpoint can take is
+    at most MAX_INFLATION x its size + 1 MiB.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    check_container(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -82,13 +132,21 @@ def compare_keys(model, state_dict):
     return missing, unexpected, wrong_shape
 
 
-def load_weights(model, source, may_lack=(), may_add=()):
+def non_finite_keys(state_dict):
+    """Keys of the floating-point tensors that hold a NaN or an Inf, in the state_dict's order."""
+    return [key for key, value in state_dict.items()
+            if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+
+
+def load_weights(model, source, may_lack=(), may_add=(), require_finite=False):
     """Load `source` (a path or a checkpoint dict) into `model`, refusing any misfit.
 
     Keys starting with a prefix in `may_lack` may be missing from the checkpoint (e.g. a new
     linear head); keys starting with one in `may_add` may be left over (e.g. the projectors when
     only the encoder is wanted). Anything else missing or left over, and any shape difference,
-    raises CheckpointError naming every such key. Returns the keys that were allowed to differ.
+    raises CheckpointMismatch naming every such key. With `require_finite`, a tensor to be loaded
+    that holds NaN or Inf raises CheckpointError naming the first ones, and the model is left as it
+    was. Returns the keys that were allowed to differ.
     """
     name = str(source) if isinstance(source, (str, Path)) else "checkpoint"
     checkpoint = read_checkpoint(source) if isinstance(source, (str, Path)) else source
@@ -103,10 +161,15 @@ def load_weights(model, source, may_lack=(), may_add=()):
         problems = [f"missing {key}" for key in bad_missing]
         problems += [f"unexpected {key}" for key in bad_unexpected]
         problems += [f"wrong shape {entry}" for entry in wrong_shape]
-        raise CheckpointError(f"{name} does not fit {type(model).__name__} "
+        raise CheckpointMismatch(f"{name} does not fit {type(model).__name__} "
                               f"({len(problems)} problems; a different model size?):\n  "
                               + "\n  ".join(problems))
-    model.load_state_dict({k: v for k, v in state_dict.items() if k not in unexpected}, strict=False)
+    kept = {key: value for key, value in state_dict.items() if key not in unexpected}
+    bad = non_finite_keys(kept) if require_finite else []
+    if bad:
+        raise CheckpointError(f"{name}: {len(bad)} of its {type(model).__name__} tensors hold NaN or Inf, first "
+                              f"{', '.join(bad[:3])}: the run that wrote it diverged; use an earlier checkpoint")
+    model.load_state_dict(kept, strict=False)
     return {"missing": missing, "unexpected": unexpected}
 
 
@@ -117,5 +180,6 @@ def load_pretraining_weights(model, source):
 
 def load_encoder_weights(model, source):
     """Load a pretraining checkpoint into a downstream model: encoder keys all required; the
-    projectors may be left over and the linear head may be missing."""
-    return load_weights(model, source, may_lack=HEAD_PREFIXES, may_add=PROJECTOR_PREFIXES)
+    projectors may be left over and the linear head may be missing. An encoder holding NaN or Inf
+    is refused: every feature, and so every result, computed from it would be meaningless."""
+    return load_weights(model, source, may_lack=HEAD_PREFIXES, may_add=PROJECTOR_PREFIXES, require_finite=True)

@@ -83,12 +83,16 @@ def build_pretrain_dataset(data_root, dataset, protocol, *, seed=0, min_crop_len
 
 
 def build_downstream_datasets(data_root, dataset, protocol, *, check_all_finite=False):
-    """The (train, val) feeders for linear evaluation and kNN: whole sequences resampled, with labels."""
+    """The (train, val) feeders for linear evaluation and kNN: whole sequences resampled, with labels.
+
+    Both splits must hold samples."""
     entry = get_protocol(dataset, protocol)
     classes = num_classes(data_root, dataset, protocol)
     splits = []
     for part in ("train", "val"):
         split = DownstreamDataset(*split_files(data_root, entry, part), check_all_finite=check_all_finite)
+        if len(split) == 0:  # a probe with nothing to train on or to score would report a meaningless 0%
+            raise DataFileError(f"{split.data_path}: the {part} split holds no samples")
         _check_matches(split, entry)
         check_label_range(split.labels, classes, split.label_path)
         splits.append(split)

@@ -6,8 +6,9 @@
 
 --num-classes classes of --split are drawn with --seed; their samples (all, or --max-per-class of
 each) are encoded, embedded in 2-D by sklearn's TSNE and drawn one colour per class into tsne.png in
-the run folder. Rendering uses matplotlib's Agg canvas through the Figure API, so no display and no
-global pyplot state are involved. One process on one device.
+the run folder (a folder holding an earlier run's results is refused unless --overwrite). Rendering
+uses matplotlib's Agg canvas through the Figure API, so no display and no global pyplot state are
+involved. One process on one device.
 """
 import numpy as np
 import torch
@@ -17,10 +18,12 @@ from sklearn.manifold import TSNE
 from torch.utils.data import Subset
 
 import utils
+from checkpoint import CheckpointError
 from dataset import build_downstream_datasets, num_classes
 from options.common import model_sizes
 from options.downstream import build_tsne_parser
 from options.protocols import get_protocol
+from safe_io import DataFileError
 
 
 def choose_samples(labels, num_classes, seed, max_per_class=None):
@@ -79,19 +82,19 @@ def main(args):
     utils.require_single_process("tsne.py")
     device = utils.resolve_device(args.device)
     amp_dtype = utils.resolve_amp_dtype(device, args.amp, args.amp_dtype)
-    if args.num_classes < 1:
-        raise SystemExit(f"--num-classes must be at least 1, got {args.num_classes}")
 
     protocol = get_protocol(args.dataset, args.protocol)
+    sizes = model_sizes(args, protocol)  # checks --hidden-size against --num-head
     splits = dict(zip(("train", "val"), build_downstream_datasets(args.data_root, args.dataset, args.protocol)))
     split = splits[args.split]
     classes, indices = choose_samples(split.labels, args.num_classes, args.seed, args.max_per_class)
-    run_dir = utils.prepare_run_folder(args.checkpoint_path)
-    utils.write_config(run_dir, {**utils.config_dict(args), "classes": classes.tolist(), "samples": len(indices)})
-
     utils.seed_everything(args.seed)  # the random-weights baseline
     model, source = utils.load_downstream_model(num_classes(args.data_root, args.dataset, args.protocol),
-                                                model_sizes(args, protocol), args.modalities, args.pretrained)
+                                                sizes, args.modalities, args.pretrained)
+    # After the checkpoint was found usable: --overwrite then deletes the earlier results.
+    run_dir = utils.prepare_evaluation_folder(args.checkpoint_path, args.overwrite)
+    utils.write_config(run_dir, {**utils.config_dict(args), "classes": classes.tolist(), "samples": len(indices)})
+
     model.to(device)
     utils.main_print(f"t-SNE of {len(indices)} {args.split} samples of classes {classes.tolist()}, "
                      f"{args.dataset} {args.protocol}, modalities {'+'.join(model.modalities)}, {source}")
@@ -109,4 +112,9 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(build_tsne_parser().parse_args())
+    try:
+        main(build_tsne_parser().parse_args())
+    except (DataFileError, CheckpointError) as error:
+        # A bad data file or checkpoint: the message names the file and what is wrong, and a traceback
+        # would only bury it (as in pretrain.py).
+        raise SystemExit(f"error: {error}") from None

@@ -5,6 +5,7 @@ import json
 import math
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import distributed
-from checkpoint import CheckpointError, load_encoder_weights
+from checkpoint import CheckpointMismatch, load_encoder_weights
 from umurl import DownstreamModel
 
 
@@ -163,6 +164,37 @@ def prepare_run_folder(folder):
     return folder
 
 
+# What the evaluation scripts write into their run folder besides config.json. Any of them already there
+# is an earlier run's result, which a new run would mix with (log.jsonl appended to, TensorBoard events
+# side by side) or replace without a word.
+EVALUATION_OUTPUTS = ("results.json", "log.jsonl", "tensorboard", "model_final.pth.tar", "labelled_samples.json",
+                      "tsne.png")
+
+
+def prepare_evaluation_folder(folder, overwrite):
+    """prepare_run_folder for an evaluation script: one run folder, one run.
+
+    A folder holding an earlier run's EVALUATION_OUTPUTS is refused unless `overwrite`, which deletes
+    them (and nothing else) first. A pretraining run folder is refused either way: its log.jsonl and
+    TensorBoard logs are the pretraining run's, not for an evaluation to append to or delete.
+    """
+    folder = Path(folder)
+    if any(folder.glob("checkpoint_*.pth.tar")):
+        raise SystemExit(f"{folder} is a pretraining run folder (it holds checkpoints): give the evaluation its own "
+                         f"--checkpoint-path")
+    earlier = [name for name in EVALUATION_OUTPUTS if (folder / name).exists()]
+    if earlier and not overwrite:
+        raise SystemExit(f"{folder} already holds an earlier run's {', '.join(earlier)}: pass --overwrite to "
+                         f"replace them, or choose another --checkpoint-path")
+    for name in earlier:
+        path = folder / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    return prepare_run_folder(folder)
+
+
 def write_config(folder, config, name="config.json"):
     """Freeze the resolved configuration, the command line and the code revision beside the run."""
     record = {"config": config, "command": [sys.executable, *sys.argv], "git": git_revision(),
@@ -229,17 +261,19 @@ def load_downstream_model(num_classes, sizes, modalities, pretrained):
 
     `pretrained` may be our checkpoint or a released one (`module.` prefix). The sizes come from the
     dataset being evaluated (its skeleton fixes the input widths), so transfer works whenever the
-    source dataset had the same layout; otherwise CheckpointError names every misfit key and the
-    sizes the target asks for. Returns (model, a one-line description of where the weights came from).
+    source dataset had the same layout; otherwise CheckpointMismatch names every misfit key and the
+    sizes the target asks for. A missing, unreadable or diverged (NaN/Inf) checkpoint raises
+    CheckpointError saying what is wrong, and nothing about sizes. Returns (model, a one-line
+    description of where the weights came from).
     """
     model = DownstreamModel(num_classes, modalities=modalities, **sizes)
     if pretrained is None:
         return model, "randomly initialised encoder (no --pretrained): a baseline"
     try:
         load_encoder_weights(model, pretrained)
-    except CheckpointError as error:
+    except CheckpointMismatch as error:
         wanted = ", ".join(f"{key}={value}" for key, value in sizes.items() if key != "parents")
-        raise CheckpointError(
+        raise CheckpointMismatch(
             f"{error}\nThe encoder was built for {wanted}: input widths follow the evaluated dataset's skeleton "
             f"(t = persons*joints*3, s = 64 frames*3), the rest from --hidden-size/--num-head/--num-layer. "
             f"A checkpoint pretrained with another skeleton layout or model size cannot be evaluated here."

@@ -36,13 +36,16 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_gen.normalize import normalize_skeletons  # noqa: E402
-from data_gen.ntu_gendata import PartWriter, SkeletonFileError, fields_per_line  # noqa: E402
+from data_gen.ntu_gendata import (  # noqa: E402
+    DiskFullError, PartWriter, SkeletonFileError, check_free_space, fields_per_line, output_bytes)
+from options.checks import at_least, checked  # noqa: E402
 from skeleton import MSR_20  # noqa: E402
 
 TRAIN_SUBJECTS = (1, 3, 5, 7, 9)
 MAX_FRAMES = 300
 FILE_SUFFIX = "_skeleton3D.txt"
 NAME_PATTERN = re.compile(r"a(\d+)_s(\d+)_e(\d+)")
+ID_RANGES = (("a", 20), ("s", 10), ("e", 3))  # 20 actions, 10 subjects, up to 3 repetitions
 PARTS = ("train", "val")
 
 
@@ -101,11 +104,18 @@ def fit_length(seq, max_frames):
 
 
 def parse_name(name):
-    """'a01_s03_e02' (with or without the file suffix) -> (action, subject, repetition) ints."""
+    """'a01_s03_e02' (with or without the file suffix) -> (action, subject, repetition) ints.
+
+    Each id must lie in ID_RANGES: an action a00 or a21 would otherwise become label -1 or 20."""
     match = NAME_PATTERN.fullmatch(name.removesuffix(FILE_SUFFIX))
     if match is None:
         raise ValueError(f"not an MSR Action3D sample name (aAA_sSS_eEE): {name!r}")
-    return tuple(int(group) for group in match.groups())
+    ids = tuple(int(group) for group in match.groups())
+    for value, (letter, last) in zip(ids, ID_RANGES):
+        if not 1 <= value <= last:
+            raise ValueError(f"{name!r}: {letter}{value:02d} outside {letter}01..{letter}{last:02d}, the ids of "
+                             f"MSR Action3D")
+    return ids
 
 
 def read_msr_skeleton(path):
@@ -180,6 +190,8 @@ def gendata(data_path, out_folder, sample_list=None, max_frames=MAX_FRAMES):
     out_dir = Path(out_folder) / "MSR-Action3D" / "xsub"
     parts = split_cross_subject(list_samples(data_path, sample_list))
     converted = {part: load_part(data_path, names, max_frames) for part, names in parts.items()}
+    check_free_space(out_dir, output_bytes([len(names) for names in parts.values()],
+                                           (3, max_frames, MSR_20.num_joints, 1)))
     writers = []
     try:
         for part, names in parts.items():
@@ -205,7 +217,7 @@ def main(argv=None):
                         help="sample names to keep, one per line, e.g. files_used_in_cvpr12_paper.txt "
                              "(557 samples); default: every file in data_path (567)")
     parser.add_argument("--out_folder", default="data", help="parent folder of MSR-Action3D/xsub")
-    parser.add_argument("--max_frames", type=int, default=MAX_FRAMES,
+    parser.add_argument("--max_frames", type=int, default=MAX_FRAMES, action=checked(at_least(1)),
                         help="T_max, frames per padded sample (longer sequences are resampled to it)")
     args = parser.parse_args(argv)
     for path in (args.data_path, args.sample_list):
@@ -214,7 +226,7 @@ def main(argv=None):
     start = time.time()
     try:
         counts = gendata(args.data_path, args.out_folder, args.sample_list, args.max_frames)
-    except (ValueError, FileNotFoundError) as error:  # SkeletonFileError is a ValueError
+    except (ValueError, FileNotFoundError, DiskFullError) as error:  # SkeletonFileError is a ValueError
         sys.exit(f"error: {error}")
     print(f"MSR Action3D x-sub: {counts['train']} train / {counts['val']} val samples in "
           f"{Path(args.out_folder) / 'MSR-Action3D' / 'xsub'} ({time.time() - start:.1f} s)")

@@ -24,16 +24,23 @@ Decisions beyond the released code (which reads files in `os.listdir` order and 
 longer than 300 frames): samples are sorted by name; a file with more than `max_frames` frames is an
 invalid file rather than silently truncated (300 frames hold every NTU sample); for `ntu60`, files of
 the NTU-120 extension (setup > 17 or action > 60) are left out, so pointing it at the full NTU-120
-folder still yields NTU-60. Sample names keep their `.skeleton` extension, as released.
+folder still yields NTU-60. Sample names keep their `.skeleton` extension, as released. A name whose
+ids lie outside NTU-120's (e.g. action A000 or A999, which would become label -1 or 998) is an
+invalid file. A missing-skeleton list that does not exist or holds no sample name is refused; names
+in it that match no file are counted in a warning. The output's size is checked against the free
+disk space before anything is written.
 
 Shape legend: C = 3 coordinates (xyz), T frames, V = 25 joints, M bodies.
 """
 import argparse
 import contextlib
+import errno
 import functools
+import math
 import os
 import pickle
 import re
+import shutil
 import sys
 from dataclasses import dataclass
 from multiprocessing import Pool
@@ -46,11 +53,14 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_gen.normalize import normalize_skeletons  # noqa: E402
+from options.checks import at_least, checked  # noqa: E402
 from skeleton import NTU_25  # noqa: E402
 
 MAX_FRAMES = 300  # the padded length of the released arrays
 MAX_BODIES_READ = 4  # body slots read per file (Kinect v2 tracks up to 6; the released code keeps 4)
 MAX_BODIES_KEPT = 2  # of which the two with the highest energy are kept
+MAX_BODIES_TRACKED = 6  # bodies Kinect v2 tracks at once: no frame of a recording lists more
+MAX_LINE_BYTES = 256  # a joint line (12 numbers) takes about 110 bytes, a body line about 60
 BODY_FIELDS = 10  # bodyID clippedEdges hand{Left,Right}{Confidence,State} isRestricted leanX leanY state
 JOINT_FIELDS = 12  # x y z depthX depthY colorX colorY orientationW/X/Y/Z trackingState
 # Largest |x|, |y|, |z| accepted, in metres: far beyond any depth sensor's range, and far enough below
@@ -71,6 +81,10 @@ DATASETS = {
     "demo": ("demo", ("xsub",)),
 }
 NTU60_LAST_SETUP, NTU60_LAST_ACTION = 17, 60
+# The ids NTU RGB+D 120 uses, which hold those of NTU-60: a name outside them is no NTU recording (an
+# action A000 or A999 would become label -1 or 998).
+ID_RANGES = {"setup": ("S", 32), "camera": ("C", 3), "subject": ("P", 106), "replication": ("R", 2),
+             "action": ("A", 120)}
 PARTS = ("train", "val")
 SKIPPED_LIST = "skipped_files.txt"
 NAME_PATTERN = re.compile(r"S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})")
@@ -247,19 +261,64 @@ def body_energy(bodies):
     return np.sqrt(variance).sum(axis=1) * nonempty.any(axis=1)  # (M,)
 
 
-def read_xyz(path, num_joints=NTU_25.num_joints, num_bodies=MAX_BODIES_KEPT):
+def max_file_lines(max_frames, num_joints=NTU_25.num_joints):
+    """Lines of the longest file a recording of `max_frames` frames can be: the frame count, then per
+    frame a body count and, for each of at most MAX_BODIES_TRACKED bodies, its info line, joint count
+    and joint lines (48,901 lines at 300 frames of 25 joints)."""
+    return 1 + max_frames * (1 + MAX_BODIES_TRACKED * (2 + num_joints))
+
+
+def max_file_bytes(max_frames, num_joints=NTU_25.num_joints):
+    """Bytes of the largest file a recording of `max_frames` frames can be (12.5 MB at 300 frames)."""
+    return max_file_lines(max_frames, num_joints) * MAX_LINE_BYTES
+
+
+def _read_bounded(path, max_bytes):
+    """The file's bytes; a file larger than `max_bytes` is refused unread."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > max_bytes:
+                raise SkeletonFileError(path, None, f"{size} bytes, more than the {max_bytes} that a recording of "
+                                                    f"the output's frames can take")
+            return f.read(size)
+    except OSError as error:
+        raise SkeletonFileError(path, None, f"cannot read: {error.strerror}") from None
+
+
+def _declared_frames(raw):
+    """The frame count on the first line, or None when it is not a lone integer (the full parse says why)."""
+    end = raw.find(b"\n")
+    try:
+        return int(raw[:end if end >= 0 else len(raw)])
+    except ValueError:
+        return None
+
+
+def read_xyz(path, num_joints=NTU_25.num_joints, num_bodies=MAX_BODIES_KEPT, max_frames=MAX_FRAMES):
     """Read a raw NTU `.skeleton` file -> (C=3, T, V, num_bodies) float32, T = the file's frame count.
 
     Bodies are slotted by their order within each frame (up to 4 slots); the `num_bodies` slots of
     highest energy are kept, highest first (ties, in practice only between empty slots: the lower slot
     first). Only x y z are used, but every line is checked; a malformed file raises SkeletonFileError
     with its 1-based line.
+
+    Memory is bounded by `max_frames`, not by what a file claims: a file larger than max_file_bytes is
+    refused unread, one declaring more than `max_frames` frames once its first line is read, one longer
+    than max_file_lines before it is split into lines. Nothing proportional to a frame count above the
+    limit is allocated: at 300 frames, the worst file allowed (12.5 MB of one-character fields) peaks
+    at about 130 MiB of Python and numpy memory, a 300-frame file of six bodies at about 50 MiB, an
+    NTU file at a few MiB (measured with tracemalloc; tests/test_bad_input.py).
     """
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as error:
-        raise SkeletonFileError(path, None, f"cannot read: {error.strerror}") from None
+    raw = _read_bounded(path, max_file_bytes(max_frames, num_joints))
+    declared = _declared_frames(raw)
+    if declared is not None and declared > max_frames:
+        raise SkeletonFileError(path, 1, f"{declared} frames, more than the {max_frames} frames of the output")
     _check_text(path, raw)
+    num_lines = raw.count(b"\n") + (not raw.endswith(b"\n"))  # a last line may lack its newline
+    if num_lines > max_file_lines(max_frames, num_joints):
+        raise SkeletonFileError(path, None, f"{num_lines} lines, more than {max_frames} frames of at most "
+                                            f"{MAX_BODIES_TRACKED} bodies can take")
     lines = raw.decode("ascii").split("\n")
     fields = fields_per_line(raw)
     layout = _walk(path, lines, fields, num_joints)
@@ -318,24 +377,46 @@ def is_training(sample, dataset, benchmark):
     raise ValueError(f"unknown benchmark {benchmark!r}")
 
 
+def id_problem(sample):
+    """What is wrong with the ids in a sample's name, or None when each lies in ID_RANGES (from 1)."""
+    for field, (letter, last) in ID_RANGES.items():
+        value = getattr(sample, field)
+        if not 1 <= value <= last:
+            return f"{field} {letter}{value:03d} outside {letter}001..{letter}{last:03d}, the ids of NTU RGB+D 120"
+    return None
+
+
 def in_ntu60(sample):
     """NTU-60 is setups 1-17 with actions 1-60; NTU-120 adds actions to those setups and new setups."""
     return sample.setup <= NTU60_LAST_SETUP and sample.action <= NTU60_LAST_ACTION
 
 
 def read_ignored(ignored_sample_path):
-    """Names (without extension) in an official missing-skeleton list; blank lines ignored."""
+    """Sample names (without extension) in an official missing-skeleton list.
+
+    Lines that are not a name SsssCcccPpppRrrrAaaa (the official lists open with two lines of text)
+    are skipped. A missing file, or one without a single name, raises DataPathError.
+    """
     if ignored_sample_path is None:
         return set()
-    return {line.strip() for line in Path(ignored_sample_path).read_text().splitlines() if line.strip()}
+    path = Path(ignored_sample_path)
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError as error:
+        raise DataPathError(f"missing-skeleton list {path}: {error.strerror}") from None
+    names = {line.strip().removesuffix(".skeleton") for line in lines}
+    names = {name for name in names if NAME_PATTERN.fullmatch(name)}
+    if not names:
+        raise DataPathError(f"missing-skeleton list {path} holds no sample name (SsssCcccPpppRrrrAaaa, one a line)")
+    return names
 
 
 def list_samples(data_paths, dataset, ignored=frozenset()):
     """Every `.skeleton` file of the dataset under `data_paths`, sorted by name.
 
-    Returns (samples, unnamed, left_out): Samples to convert, paths whose names do not follow the NTU
-    pattern (treated as invalid files), and the number of files left out on purpose (ignored list,
-    or NTU-120-only files for ntu60).
+    Returns (samples, invalid, left_out): Samples to convert, a SkeletonFileError for each file whose
+    name is not SsssCcccPpppRrrrAaaa or holds an id outside ID_RANGES, and the number of files left
+    out on purpose (ignored list, or NTU-120-only files for ntu60).
     """
     paths = {}
     for folder in data_paths:
@@ -348,16 +429,23 @@ def list_samples(data_paths, dataset, ignored=frozenset()):
             paths[path.name] = path
     if not paths:
         raise DataPathError(f"no .skeleton files under {', '.join(map(str, data_paths))}")
-    samples, unnamed, left_out = [], [], 0
+    samples, invalid, left_out = [], [], 0
     for name in sorted(paths):
         sample = parse_name(paths[name])
-        if sample is None:
-            unnamed.append(paths[name])
+        problem = "name is not SsssCcccPpppRrrrAaaa.skeleton" if sample is None else id_problem(sample)
+        if problem is not None:
+            invalid.append(SkeletonFileError(paths[name], None, problem))
         elif name.removesuffix(".skeleton") in ignored or (dataset == "ntu60" and not in_ntu60(sample)):
             left_out += 1
         else:
             samples.append(sample)
-    return samples, unnamed, left_out
+    return samples, invalid, left_out
+
+
+def unmatched_ignored(ignored, data_paths):
+    """The names of a missing-skeleton list that no `.skeleton` file under `data_paths` has."""
+    present = {path.name.removesuffix(".skeleton") for folder in data_paths for path in Path(folder).glob("*.skeleton")}
+    return ignored - present
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -379,10 +467,7 @@ def convert_chunk(paths, max_frames=MAX_FRAMES, topology=NTU_25):
     names, num_frames, samples, errors = [], [], [], []
     for path in paths:
         try:
-            xyz = read_xyz(path, topology.num_joints)  # (C, T, V, M)
-            if xyz.shape[1] > max_frames:
-                raise SkeletonFileError(path, 1, f"{xyz.shape[1]} frames, more than the {max_frames} "
-                                                 "frames of the output")
+            xyz = read_xyz(path, topology.num_joints, max_frames=max_frames)  # (C, T, V, M)
         except SkeletonFileError as error:
             errors.append(error)
             continue
@@ -414,12 +499,97 @@ def temporary(path):
     return path.with_name(path.name + ".tmp")
 
 
+class DiskFullError(RuntimeError):
+    """The output does not fit on its disk: refused up front, or the disk filled up while writing."""
+
+    def __init__(self, path, free, needed=None):
+        super().__init__(path, free, needed)
+        self.path, self.free, self.needed = Path(path), free, needed
+
+    def __str__(self):
+        if self.needed is not None:
+            return (f"{self.path}: the output needs {_size(self.needed)} but its disk has {_size(self.free)} free: "
+                    f"free some space or choose another --out_folder")
+        return (f"{self.path}: the disk filled up while writing it ({_size(self.free)} free now); nothing final was "
+                f"written: free some space or choose another --out_folder, and run again")
+
+
+def _size(num_bytes):
+    return f"{num_bytes / 1e9:.2f} GB" if num_bytes >= 1e9 else f"{num_bytes / 1e6:.1f} MB"
+
+
+def _free_bytes(folder):
+    """Free bytes on the disk of `folder`, or of its nearest existing parent (it may not exist yet)."""
+    folder = Path(folder).absolute()
+    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    return shutil.disk_usage(existing).free
+
+
+def output_bytes(capacities, sample_shape, cut_copy=False):
+    """An upper bound of the bytes a conversion writes: float32 rows of `sample_shape` for each part's
+    capacity, 4 KiB of header and 256 bytes of name, label and frame count per sample; with `cut_copy`
+    (files may be skipped) also the largest part again, which `PartWriter.finish` copies."""
+    row = 4 * math.prod(sample_shape)
+    needed = sum(capacity * (row + 256) + 4096 for capacity in capacities)
+    return needed + (max(capacities, default=0) * row if cut_copy else 0)
+
+
+def check_free_space(folder, needed):
+    """Refuse, before anything is written, an output of `needed` bytes that the disk of `folder` cannot hold."""
+    free = _free_bytes(folder)
+    if needed > free:
+        raise DiskFullError(folder, free, needed)
+
+
+@contextlib.contextmanager
+def _disk_full_names(path):
+    """Turn a full disk (ENOSPC, or EDQUOT: a full quota) while writing `path` into DiskFullError."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise DiskFullError(path, _free_bytes(Path(path).parent)) from None
+
+
+def _reserve(file, size):
+    """Allocate the blocks of an open file now (posix_fallocate), so that a disk too full to hold it fails
+    here with ENOSPC rather than hours later; where the file system cannot, the up-front estimate is all."""
+    if size == 0 or not hasattr(os, "posix_fallocate"):
+        return
+    try:
+        os.posix_fallocate(file.fileno(), 0, size)
+    except OSError as error:
+        if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+
+
+def _new_array_file(path, shape):
+    """Create a float32 .npy file of `shape` with its blocks reserved; return the header's length in bytes."""
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+    offset = array.offset
+    del array  # header written and file sized; rows come later
+    with open(path, "r+b") as file:
+        _reserve(file, offset + 4 * math.prod(shape))
+    return offset
+
+
+def _write_at(file, data, offset):
+    """All bytes of the array `data` at `offset` of an open file (one os.pwrite may write fewer)."""
+    view = memoryview(np.ascontiguousarray(data)).cast("B")
+    while view:
+        written = os.pwrite(file.fileno(), view, offset)
+        view, offset = view[written:], offset + written
+
+
 class PartWriter:
     """Streams the rows of one part (e.g. xsub/train) into temporary files; `commit` renames them.
 
-    The data array is allocated for every sample that may land in the part and filled from the front;
-    rows are written through a memory map opened and closed per write, so the written pages do not
-    pile up in this process's resident memory.
+    The data array is allocated for every sample that may land in the part, its blocks reserved on the
+    disk up front, and filled from the front. Rows are written with plain writes, not through a memory
+    map: a full disk then raises an error this class turns into DiskFullError (naming the file and the
+    free space), where a memory-mapped write would kill the process with SIGBUS. Neither way do the
+    written pages pile up in this process's resident memory.
     """
 
     def __init__(self, folder, part, capacity, sample_shape):
@@ -432,20 +602,23 @@ class PartWriter:
         self.data_path = self.folder / f"{part}_data_joint.npy"
         self.final_paths = [self.data_path, self.folder / f"{part}_num_frame.npy",
                             self.folder / f"{part}_label.pkl"]
+        self.capacity, self.sample_shape = capacity, tuple(sample_shape)
+        self.row_bytes = 4 * math.prod(sample_shape)
         self.folder.mkdir(parents=True, exist_ok=True)
-        array = np.lib.format.open_memmap(temporary(self.data_path), mode="w+", dtype=np.float32,
-                                          shape=(capacity, *sample_shape))
-        del array  # header written and file sized; rows come later
+        try:
+            with _disk_full_names(self.data_path):
+                self.offset = _new_array_file(temporary(self.data_path), (capacity, *self.sample_shape))
+        except BaseException:  # the caller has no writer to discard yet
+            self.discard()
+            raise
 
     def write(self, data, names, labels, num_frames):
         """Append rows: data (n, C, T, V, M) float32 with their names, labels and frame counts."""
         assert len(data) == len(names) == len(labels) == len(num_frames), "one name, label, count per row"
         if len(data) == 0:
             return
-        array = np.load(temporary(self.data_path), mmap_mode="r+")
-        array[self.count:self.count + len(data)] = data
-        array.flush()
-        del array
+        with _disk_full_names(self.data_path), open(temporary(self.data_path), "r+b") as file:
+            _write_at(file, np.asarray(data, dtype=np.float32), self.offset + self.count * self.row_bytes)
         self.count += len(data)
         self.names += names
         self.labels += labels
@@ -454,21 +627,19 @@ class PartWriter:
     def finish(self):
         """Write the small files and cut the data array to the rows written (after skipped files)."""
         data_tmp = temporary(self.data_path)
-        array = np.load(data_tmp, mmap_mode="r")
-        if len(array) != self.count:  # only with skipped files: copy the written rows to a smaller array
-            cut_tmp = data_tmp.with_name(data_tmp.name + ".cut")
-            cut = np.lib.format.open_memmap(cut_tmp, mode="w+", dtype=array.dtype,
-                                            shape=(self.count, *array.shape[1:]))
-            for start in range(0, self.count, 256):  # a few hundred rows at a time keeps memory flat
-                stop = min(start + 256, self.count)
-                cut[start:stop] = array[start:stop]
-            cut.flush()
-            del cut
-            os.replace(cut_tmp, data_tmp)
-        del array
-        with open(temporary(self.final_paths[1]), "wb") as file:
+        with _disk_full_names(self.data_path):
+            if self.count != self.capacity:  # only with skipped files: copy the written rows to a smaller array
+                array = np.load(data_tmp, mmap_mode="r")
+                cut_tmp = data_tmp.with_name(data_tmp.name + ".cut")
+                offset = _new_array_file(cut_tmp, (self.count, *self.sample_shape))
+                with open(cut_tmp, "r+b") as cut:
+                    for start in range(0, self.count, 256):  # a few hundred rows at a time keeps memory flat
+                        _write_at(cut, array[start:start + 256], offset + start * self.row_bytes)
+                del array
+                os.replace(cut_tmp, data_tmp)
+        with _disk_full_names(self.final_paths[1]), open(temporary(self.final_paths[1]), "wb") as file:
             np.save(file, np.asarray(self.num_frames, dtype=np.int64))
-        with open(temporary(self.final_paths[2]), "wb") as file:
+        with _disk_full_names(self.final_paths[2]), open(temporary(self.final_paths[2]), "wb") as file:
             pickle.dump((list(self.names), [int(label) for label in self.labels]), file)
 
     def commit(self):
@@ -485,7 +656,7 @@ class PartWriter:
 
 def _write_skipped_list(path, errors):
     """The skipped files, one per line: name, tab, reason (line number included)."""
-    with open(temporary(path), "w") as file:
+    with _disk_full_names(path), open(temporary(path), "w") as file:
         for error in errors:
             file.write(f"{Path(error.path).name}\t{error}\n")
 
@@ -506,24 +677,34 @@ def gendata(data_paths, out_folder, dataset, ignored_sample_path=None, workers=1
     data_paths: folder or list of folders holding `*.skeleton` files. Writes
     `out_folder/<DATASETS[dataset][0]>/<benchmark>/...` (see the module docstring). Returns a summary
     dict: {"converted", "left_out", "skipped" (messages), "parts": {"xsub/train": count, ...}, "folder"}.
-    Raises InvalidFilesError (and writes nothing final) when a file is invalid and not `skip_invalid`.
+    Raises InvalidFilesError (and writes nothing final) when a file is invalid and not `skip_invalid`,
+    DiskFullError (before writing anything) when the output does not fit on the disk, or when the disk
+    fills up all the same (nothing final written, no temporary file left).
     """
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {sorted(DATASETS)}")
     data_paths = [data_paths] if isinstance(data_paths, (str, os.PathLike)) else list(data_paths)
     folder_name, benchmarks = DATASETS[dataset]
     root = Path(out_folder) / folder_name
-    samples, unnamed, left_out = list_samples(data_paths, dataset, read_ignored(ignored_sample_path))
-    errors = [SkeletonFileError(path, None, "name is not SsssCcccPpppRrrrAaaa.skeleton") for path in unnamed]
+    ignored = read_ignored(ignored_sample_path)
+    samples, errors, left_out = list_samples(data_paths, dataset, ignored)
+    num_named_invalid = len(errors)
+    unmatched = unmatched_ignored(ignored, data_paths)
+    if unmatched:  # a list of another dataset, or a partial download: say so, the conversion is still right
+        print(f"warning: {len(unmatched)} of the {len(ignored)} names in {ignored_sample_path} match no .skeleton "
+              f"file under {', '.join(map(str, data_paths))}", file=sys.stderr)
     by_name = {sample.name: sample for sample in samples}
 
     sample_shape = (3, max_frames, NTU_25.num_joints, MAX_BODIES_KEPT)
+    capacities = {}
+    for benchmark in benchmarks:
+        train = sum(is_training(sample, dataset, benchmark) for sample in samples)
+        capacities.update({(benchmark, "train"): train, (benchmark, "val"): len(samples) - train})
+    check_free_space(root, output_bytes(capacities.values(), sample_shape, cut_copy=skip_invalid))
     writers = {}
     try:
-        for benchmark in benchmarks:
-            train = sum(is_training(sample, dataset, benchmark) for sample in samples)
-            for part, capacity in zip(PARTS, (train, len(samples) - train)):
-                writers[benchmark, part] = PartWriter(root / benchmark, part, capacity, sample_shape)
+        for (benchmark, part), capacity in capacities.items():
+            writers[benchmark, part] = PartWriter(root / benchmark, part, capacity, sample_shape)
 
         chunks = [[s.path for s in samples[i:i + chunk_size]] for i in range(0, len(samples), chunk_size)]
         # contextlib.closing shuts the pool down even when the loop below is interrupted.
@@ -552,7 +733,7 @@ def gendata(data_paths, out_folder, dataset, ignored_sample_path=None, workers=1
         temporary(root / SKIPPED_LIST).unlink(missing_ok=True)
         raise
     parts = {f"{benchmark}/{part}": writer.count for (benchmark, part), writer in writers.items()}
-    return {"converted": len(samples) + len(unnamed) - len(errors), "left_out": left_out,
+    return {"converted": len(samples) + num_named_invalid - len(errors), "left_out": left_out,
             "skipped": [str(error) for error in errors], "parts": parts, "folder": str(root)}
 
 
@@ -561,11 +742,12 @@ def main(argv=None):
     parser.add_argument("--data_path", nargs="+", required=True,
                         help="folder(s) of raw *.skeleton files (NTU-120 ships as two downloads: give both)")
     parser.add_argument("--ignored_sample_path", default=None,
-                        help="official list of samples with missing skeletons (one name per line)")
+                        help="official list of samples with missing skeletons (one name per line; other lines, "
+                             "such as the official lists' two lines of text, are skipped)")
     parser.add_argument("--out_folder", default="data",
                         help="parent folder of NTU-RGB-D-60-AGCN / NTU-RGB-D-120-AGCN")
     parser.add_argument("--dataset", choices=sorted(DATASETS), required=True)
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), action=checked(at_least(1)),
                         help="parallel reader processes (1: read in this process)")
     parser.add_argument("--skip-invalid", action="store_true",
                         help="leave malformed files out and list them in skipped_files.txt "
@@ -574,7 +756,7 @@ def main(argv=None):
     try:
         summary = gendata(args.data_path, args.out_folder, args.dataset, args.ignored_sample_path,
                           workers=args.workers, skip_invalid=args.skip_invalid)
-    except (InvalidFilesError, DataPathError) as error:  # bad input: a message, no traceback
+    except (InvalidFilesError, DataPathError, DiskFullError) as error:  # a message, no traceback
         sys.exit(str(error))
     print(f"{summary['converted']} samples converted into {summary['folder']} ({summary['left_out']} left "
           f"out by the ignore list or dataset, {len(summary['skipped'])} invalid files skipped)")

@@ -48,7 +48,9 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from data_gen.msr_gendata import fit_length, parse_number_table  # noqa: E402
 from data_gen.normalize import normalize_skeletons  # noqa: E402
-from data_gen.ntu_gendata import PartWriter, SkeletonFileError  # noqa: E402
+from data_gen.ntu_gendata import (  # noqa: E402
+    DiskFullError, PartWriter, SkeletonFileError, check_free_space, output_bytes)
+from options.checks import at_least, checked  # noqa: E402
 from skeleton import NTU_25  # noqa: E402
 
 NUM_CLASSES = 41
@@ -227,14 +229,15 @@ def gendata(skeleton_path, label_path, split_file, out_folder, workers=1, num_cl
     sample_shape = (3, max_frames, NTU_25.num_joints, NUM_PERSONS)
     convert = functools.partial(convert_video, skeleton_path=skeleton_path, label_path=label_path,
                                 num_classes=num_classes, frame_base=frame_base, max_frames=max_frames)
+    # Label files are tiny: count the instances first so the output can be checked and allocated up front.
+    capacities = {part: sum(len(read_labels(Path(label_path) / f"{video}.txt", num_classes)) for video in split[part])
+                  for part in PARTS}
+    check_free_space(out_dir, output_bytes(capacities.values(), sample_shape))
     writers = []
     try:
         for part in PARTS:
             videos = split[part]
-            # Label files are tiny: count the instances first so the output can be allocated up front.
-            capacity = sum(len(read_labels(Path(label_path) / f"{video}.txt", num_classes))
-                           for video in videos)
-            writer = PartWriter(out_dir, part, capacity, sample_shape)
+            writer = PartWriter(out_dir, part, capacities[part], sample_shape)
             writers.append(writer)
             results = _converted_videos(videos, convert, workers)
             for names, labels, data, num_frame in tqdm(results, total=len(videos), unit="video",
@@ -258,13 +261,13 @@ def main(argv=None):
                         help="official cross-subject split: 'Training videos:' and 'Validation videos:' "
                              "sections of comma-separated video names")
     parser.add_argument("--out_folder", default="data", help="parent folder of PKU-MMD-II/xsub")
-    parser.add_argument("--workers", type=int, default=1,
+    parser.add_argument("--workers", type=int, default=1, action=checked(at_least(1)),
                         help="parallel reader processes (1: read in this process)")
-    parser.add_argument("--num_classes", type=int, default=NUM_CLASSES,
+    parser.add_argument("--num_classes", type=int, default=NUM_CLASSES, action=checked(at_least(1)),
                         help="labels must lie in 1..num_classes (41 action classes in phase II)")
     parser.add_argument("--frame_base", type=int, choices=(0, 1), default=1,
                         help="frame number of a skeleton file's first line, as the label files count")
-    parser.add_argument("--max_frames", type=int, default=MAX_FRAMES,
+    parser.add_argument("--max_frames", type=int, default=MAX_FRAMES, action=checked(at_least(1)),
                         help="frames per padded sample (longer instances are resampled to it)")
     args = parser.parse_args(argv)
     for path in (args.skeleton_path, args.label_path, args.split_file):
@@ -274,7 +277,7 @@ def main(argv=None):
     try:
         counts = gendata(args.skeleton_path, args.label_path, args.split_file, args.out_folder, args.workers,
                          args.num_classes, args.frame_base, args.max_frames)
-    except (ValueError, FileNotFoundError) as error:  # SkeletonFileError is a ValueError
+    except (ValueError, FileNotFoundError, DiskFullError) as error:  # SkeletonFileError is a ValueError
         sys.exit(f"error: {error}")
     print(f"PKU-MMD II x-sub: {counts['train']} train / {counts['val']} val instances in "
           f"{Path(args.out_folder) / 'PKU-MMD-II' / 'xsub'} ({time.time() - start:.1f} s)")

@@ -32,9 +32,12 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_gen.normalize import rotation_matrix  # noqa: E402
+from options.checks import between, checked, seed  # noqa: E402
 from skeleton import NTU_25  # noqa: E402
 
 NUM_SETUPS, NUM_CAMERAS, NUM_PERFORMERS = 17, 3, 40  # NTU-60's ranges, so files also count as NTU-60
+MAX_CLASSES = 120  # actions 1..120, as in NTU-120
+MAX_SAMPLES_PER_CLASS = 2 * NUM_SETUPS * NUM_CAMERAS * NUM_PERFORMERS  # 4080 unique names (`sample_name`)
 CAMERA_YAW = {1: -np.pi / 4, 2: 0.0, 3: np.pi / 4}
 MIN_FRAMES, MAX_FRAMES = 40, 300
 NOISE = 0.004  # metres, per coordinate and frame
@@ -211,10 +214,11 @@ def skeleton_text(bodies, present, body_ids):
 
 def generate(out_folder, num_classes, samples_per_class, seed=0):
     """Write num_classes * samples_per_class raw files into out_folder; returns their paths, sorted."""
-    if not 1 <= num_classes <= 120:
-        raise ValueError(f"num_classes must be in 1..120 (NTU-120 has 120 actions), got {num_classes}")
-    if not 1 <= samples_per_class <= 4080:
-        raise ValueError(f"samples_per_class must be in 1..4080 (unique file names), got {samples_per_class}")
+    if not 1 <= num_classes <= MAX_CLASSES:
+        raise ValueError(f"num_classes must be in 1..{MAX_CLASSES} (NTU-120 has 120 actions), got {num_classes}")
+    if not 1 <= samples_per_class <= MAX_SAMPLES_PER_CLASS:
+        raise ValueError(f"samples_per_class must be in 1..{MAX_SAMPLES_PER_CLASS} (unique file names), "
+                         f"got {samples_per_class}")
     out_folder = Path(out_folder)
     out_folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -231,9 +235,11 @@ def generate(out_folder, num_classes, samples_per_class, seed=0):
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Write synthetic NTU RGB+D .skeleton files.")
     parser.add_argument("--out_folder", required=True)
-    parser.add_argument("--num_classes", type=int, default=10, help="actions 1..num_classes (at most 120)")
-    parser.add_argument("--samples_per_class", type=int, default=60)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num_classes", type=int, default=10, action=checked(between(1, MAX_CLASSES)),
+                        help="actions 1..num_classes")
+    parser.add_argument("--samples_per_class", type=int, default=60,
+                        action=checked(between(1, MAX_SAMPLES_PER_CLASS)))
+    parser.add_argument("--seed", type=int, default=0, action=checked(seed))
     args = parser.parse_args(argv)
     paths = generate(args.out_folder, args.num_classes, args.samples_per_class, args.seed)
     print(f"wrote {len(paths)} files to {args.out_folder}")

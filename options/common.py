@@ -2,6 +2,7 @@
 import argparse
 from pathlib import Path
 
+from options.checks import at_least, checked, seed
 from options.protocols import DATASETS, DEFAULT_DATA_ROOT, PROTOCOLS, protocols_of
 from umurl import DEFAULT_SIZES
 
@@ -28,9 +29,12 @@ def add_data_args(parser, dataset_flags):
 def add_model_args(parser):
     """Encoder sizes; the defaults are the released model's. Input sizes follow from the dataset."""
     group = parser.add_argument_group("model size (defaults: the released model)")
-    group.add_argument("--hidden-size", type=int, default=DEFAULT_SIZES["hidden_size"], help="H, token width")
-    group.add_argument("--num-head", type=int, default=DEFAULT_SIZES["num_head"], help="attention heads")
-    group.add_argument("--num-layer", type=int, default=DEFAULT_SIZES["num_layer"], help="layers per stream")
+    group.add_argument("--hidden-size", type=int, default=DEFAULT_SIZES["hidden_size"], action=checked(at_least(2)),
+                       help="H, token width (even, a multiple of --num-head)")
+    group.add_argument("--num-head", type=int, default=DEFAULT_SIZES["num_head"], action=checked(at_least(1)),
+                       help="attention heads")
+    group.add_argument("--num-layer", type=int, default=DEFAULT_SIZES["num_layer"], action=checked(at_least(1)),
+                       help="layers per stream")
     return group
 
 
@@ -52,17 +56,29 @@ def add_runtime_args(parser, default_workers=8, evaluation=False):
                            help="autocast mixed precision (default: on for CUDA as released, off on the CPU)")
     group.add_argument("--amp-dtype", default="auto", choices=("auto", "fp16", "bf16"),
                        help="autocast dtype: auto = fp16 on CUDA (with gradient scaling), bf16 on the CPU")
-    group.add_argument("-j", "--workers", type=int, default=default_workers,
+    group.add_argument("-j", "--workers", type=int, default=default_workers, action=checked(at_least(0)),
                        help="DataLoader worker processes per training process")
-    group.add_argument("--seed", type=int, default=0,
+    group.add_argument("--seed", type=int, default=0, action=checked(seed),
                        help="seeds weights, augmentations and data order (pretraining's sample order is the "
                             "released one, seed 0, whatever this says)")
-    group.add_argument("-p", "--print-freq", type=int, default=10, help="progress-bar refresh, in steps")
+    group.add_argument("-p", "--print-freq", type=int, default=10, action=checked(at_least(1)),
+                       help="progress-bar refresh, in steps")
     return group
+
+
+def check_model_sizes(hidden_size, num_head):
+    """What is wrong with --hidden-size for --num-head, or None: attention splits H over the heads, and
+    the sinusoidal position encoding pairs H's channels (sin, cos)."""
+    if hidden_size % num_head or hidden_size % 2:
+        return f"--hidden-size must be even and a multiple of --num-head ({num_head}), got {hidden_size}"
+    return None
 
 
 def model_sizes(args, protocol):
     """Keyword sizes for UmURL/DownstreamModel from the flags and the protocol's skeleton."""
+    problem = check_model_sizes(args.hidden_size, args.num_head)
+    if problem is not None:
+        raise SystemExit(problem)
     return dict(t_input_size=protocol.t_input_size, s_input_size=protocol.s_input_size,
                 hidden_size=args.hidden_size, num_head=args.num_head, num_layer=args.num_layer,
                 parents=protocol.topology.parents)

@@ -10,6 +10,7 @@ sensible fine-tuning settings while the plain command gives the released linear 
 import argparse
 from pathlib import Path
 
+from options.checks import at_least, checked, fraction, non_negative_finite, positive_finite
 from options.common import HelpFormatter, add_data_args, add_model_args, add_runtime_args
 from umurl import MODALITIES
 
@@ -42,6 +43,9 @@ def _common(parser, run_folder, contents):
     add_model_args(parser)
     add_runtime_args(parser, evaluation=True)
     parser.add_argument("--checkpoint-path", type=Path, default=Path(run_folder), help=f"run folder: {contents}")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the results of an earlier run in --checkpoint-path (default: refuse a run "
+                             "folder that holds them, so that two runs never mix)")
 
 
 def _either(name, unit=""):
@@ -54,20 +58,21 @@ def build_recognition_parser():
                     "fine-tuning and semi-supervised fine-tuning. One process, one device.",
         formatter_class=HelpFormatter)
     train = parser.add_argument_group("optimisation (SGD, momentum 0.9)")
-    train.add_argument("--lr", type=float, default=None, help=_either("lr"))
-    train.add_argument("-b", "--batch-size", type=int, default=None,
+    train.add_argument("--lr", type=float, default=None, action=checked(non_negative_finite), help=_either("lr"))
+    train.add_argument("-b", "--batch-size", type=int, default=None, action=checked(at_least(1)),
                        help=_either("batch_size", "samples per step, also for feature extraction; "))
-    train.add_argument("--epochs", type=int, default=None, help=_either("epochs"))
-    train.add_argument("--schedule", type=int, nargs="*", default=None,
+    train.add_argument("--epochs", type=int, default=None, action=checked(at_least(1)), help=_either("epochs"))
+    train.add_argument("--schedule", type=int, nargs="*", default=None, action=checked(at_least(0)),
                        help="epochs at which lr is x0.1; " + _either("schedule"))
     train.add_argument("--wd", "--weight-decay", dest="weight_decay", type=float, default=None,
-                       help=_either("weight_decay"))
-    train.add_argument("--eval-freq", type=int, default=5, help="evaluate every this many epochs (and after the last)")
+                       action=checked(non_negative_finite), help=_either("weight_decay"))
+    train.add_argument("--eval-freq", type=int, default=5, action=checked(at_least(1)),
+                       help="evaluate every this many epochs (and after the last)")
     mode = parser.add_argument_group("protocol")
     mode.add_argument("--finetune", action="store_true",
                       help="train the encoder too (train mode, our settings above); default: linear probe on the "
                            "frozen encoder in eval mode")
-    mode.add_argument("--label-fraction", type=float, default=1.0,
+    mode.add_argument("--label-fraction", type=float, default=1.0, action=checked(fraction),
                       help="train on this fraction of the training labels, drawn per class with --seed (at least one "
                            "sample per class); e.g. 0.01 and 0.1 with --finetune for the semi-supervised protocol")
     mode.add_argument("--cache-features", action=argparse.BooleanOptionalAction, default=True,
@@ -80,16 +85,12 @@ def build_recognition_parser():
 
 
 def resolve_training_settings(args):
-    """Fill the optimisation flags left unset from LINEAR_PROBE or FINE_TUNING; check the protocol flags."""
+    """Fill the optimisation flags left unset from LINEAR_PROBE or FINE_TUNING (given ones were checked by the
+    parser, options/checks.py)."""
     table = FINE_TUNING if args.finetune else LINEAR_PROBE
     for name, value in table.items():
         if getattr(args, name) is None:
             setattr(args, name, list(value) if isinstance(value, list) else value)
-    if not 0.0 < args.label_fraction <= 1.0:
-        raise SystemExit(f"--label-fraction must be in (0, 1], got {args.label_fraction}")
-    for name in ("epochs", "batch_size", "eval_freq"):
-        if getattr(args, name) < 1:
-            raise SystemExit(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     return args
 
 
@@ -99,10 +100,12 @@ def build_retrieval_parser():
                     "cosine-similar training samples (L2-normalised features). One process, one device.",
         formatter_class=HelpFormatter)
     knn = parser.add_argument_group("retrieval")
-    knn.add_argument("--knn-neighbours", type=int, default=1, help="k, neighbours that vote (released: 1)")
-    knn.add_argument("--chunk-size", type=int, default=1024,
+    knn.add_argument("--knn-neighbours", type=int, default=1, action=checked(at_least(1)),
+                     help="k, neighbours that vote (released: 1)")
+    knn.add_argument("--chunk-size", type=int, default=1024, action=checked(at_least(1)),
                      help="validation samples compared at once: memory is chunk-size x training samples floats")
-    knn.add_argument("-b", "--batch-size", type=int, default=512, help="feature-extraction batch")
+    knn.add_argument("-b", "--batch-size", type=int, default=512, action=checked(at_least(1)),
+                     help="feature-extraction batch")
     _common(parser, "./checkpoints/action_retrieval", "config.json and results.json")
     return parser
 
@@ -112,12 +115,14 @@ def build_tsne_parser():
         description="t-SNE plot (PNG) of the encoder's features for a few randomly chosen classes of one split.",
         formatter_class=HelpFormatter)
     plot = parser.add_argument_group("plot")
-    plot.add_argument("--num-classes", type=int, default=10, help="classes drawn at random (with --seed)")
+    plot.add_argument("--num-classes", type=int, default=10, action=checked(at_least(1)),
+                      help="classes drawn at random (with --seed)")
     plot.add_argument("--split", default="val", choices=("train", "val"), help="which split's samples to embed")
-    plot.add_argument("--max-per-class", type=int, default=None,
+    plot.add_argument("--max-per-class", type=int, default=None, action=checked(at_least(1)),
                       help="at most this many samples per class, drawn with --seed (default: all)")
-    plot.add_argument("--perplexity", type=float, default=30.0,
+    plot.add_argument("--perplexity", type=float, default=30.0, action=checked(positive_finite),
                       help="t-SNE perplexity (capped below the number of samples)")
-    plot.add_argument("-b", "--batch-size", type=int, default=512, help="feature-extraction batch")
+    plot.add_argument("-b", "--batch-size", type=int, default=512, action=checked(at_least(1)),
+                      help="feature-extraction batch")
     _common(parser, "./checkpoints/tsne", "config.json, tsne.png and results.json")
     return parser

@@ -2,6 +2,8 @@
 import argparse
 from pathlib import Path
 
+from feeder.augmentations import OUT_FRAMES
+from options.checks import at_least, between, checked, non_negative_finite
 from options.common import HelpFormatter, add_data_args, add_model_args, add_runtime_args
 
 
@@ -10,26 +12,31 @@ def build_parser():
         description="UmURL self-supervised pretraining. Launch with torchrun for several processes.",
         formatter_class=HelpFormatter)
     train = parser.add_argument_group("optimisation (released settings)")
-    train.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate (global, not per GPU)")
-    train.add_argument("-b", "--batch-size", type=int, default=None,
+    train.add_argument("--lr", type=float, default=5e-4, action=checked(non_negative_finite),
+                       help="Adam learning rate (global, not per GPU)")
+    train.add_argument("-b", "--batch-size", type=int, default=None, action=checked(at_least(1)),
                        help="global batch over all processes; each takes batch-size / world-size (default: the "
                             "protocol's, options/protocols.py, as released: 512 for NTU-60 x-sub, 1024 for NTU-60 "
                             "x-view and NTU-120; 512 elsewhere)")
-    train.add_argument("--epochs", type=int, default=451, help="epochs to train, counted from 0")
-    train.add_argument("--schedule", type=int, nargs="*", default=[351], help="epochs at which lr is x0.1")
+    train.add_argument("--epochs", type=int, default=451, action=checked(at_least(1)),
+                       help="epochs to train, counted from 0")
+    train.add_argument("--schedule", type=int, nargs="*", default=[351], action=checked(at_least(0)),
+                       help="epochs at which lr is x0.1")
     train.add_argument("--cos", action="store_true", help="cosine lr schedule instead of --schedule")
     train.add_argument("--wd", "--weight-decay", dest="weight_decay", type=float, default=1e-5,
-                       help="Adam weight decay")
-    train.add_argument("--projector-dim", type=int, default=4096, help="D, projector output width")
-    train.add_argument("--min-crop-length", type=int, default=None,
+                       action=checked(non_negative_finite), help="Adam weight decay")
+    train.add_argument("--projector-dim", type=int, default=4096, action=checked(at_least(1)),
+                       help="D, projector output width")
+    train.add_argument("--min-crop-length", type=int, default=None, action=checked(between(1, OUT_FRAMES)),
                        help="shortest temporal crop of a pretraining view, in frames (default: the dataset's, "
-                            "options/protocols.py: 64 as released; 16 for MSR Action3D, whose sequences are shorter)")
+                            "options/protocols.py: 64 as released; 16 for MSR Action3D, whose sequences are shorter); "
+                            f"at most the {OUT_FRAMES} frames of a view")
     run = parser.add_argument_group("checkpoints")
     run.add_argument("--checkpoint-path", type=Path, default=Path("./checkpoints/pretrain"),
                      help="run folder: checkpoints, config.json, log.jsonl and TensorBoard logs")
     run.add_argument("--resume", type=Path, default=None,
                      help="checkpoint to resume from (default: <checkpoint-path>/checkpoint_last.pth.tar if present)")
-    run.add_argument("--save-freq", type=int, default=50,
+    run.add_argument("--save-freq", type=int, default=50, action=checked(at_least(1)),
                      help="write checkpoint_{epoch:04d}.pth.tar when epoch %% save-freq == 0 and after the last")
     speed = parser.add_argument_group("speed (off by default: the released pipeline)")
     speed.add_argument("--augment-on-device", action="store_true",

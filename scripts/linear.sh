@@ -12,6 +12,9 @@
 # into <checkpoint-folder>/linear_<dataset>_<protocol>/ (--checkpoint-path overrides). Relative paths
 # are taken from the repository root, as in pretrain.sh. One process on one GPU, no GPU count: choose
 # the GPU with CUDA_VISIBLE_DEVICES, or pass --device cpu. Last line: "RESULT linear best_top1=... ...".
+#
+# A second run into the same folder is refused, so that two runs' results never mix: add --overwrite
+# to replace the first one's.
 set -euo pipefail
 source "$(dirname "$0")/evaluation_args.sh"   # usage, cd to the root, $folder $dataset $protocol, shift 3
 

@@ -38,24 +38,25 @@ bash scripts/pretrain.sh demo cross_subject 0 "${size[@]}" --projector-dim 256 -
 
 results=$out/results.txt
 : > "$results"
+# Evaluations replace their own earlier results (--overwrite), so the quickstart can be run again.
 evaluate() {  # evaluate <name> <checkpoint or "random">: linear probe (released settings) and kNN
   local name=$1 checkpoint=$2 weights=()
   [ "$checkpoint" != random ] && weights=(--pretrained "$checkpoint")
   step "linear probe and kNN, $name encoder"
   python action_recognition.py --lr 0.03 --batch-size 512 --epochs 150 --schedule 120 140 --wd 0 \
     --finetune-dataset demo --protocol cross_subject --data-root "$data" "${size[@]}" --workers 2 \
-    --checkpoint-path "$out/linear_$name" "${weights[@]}" | tee -a "$out/linear_$name.log" | grep '^RESULT' \
+    --checkpoint-path "$out/linear_$name" --overwrite "${weights[@]}" | tee "$out/linear_$name.log" | grep '^RESULT' \
     | sed "s/^RESULT/RESULT $name/" >> "$results"
   python action_retrieval.py --knn-neighbours 1 --finetune-dataset demo --protocol cross_subject \
-    --data-root "$data" "${size[@]}" --workers 2 --checkpoint-path "$out/knn_$name" "${weights[@]}" \
-    | tee -a "$out/knn_$name.log" | grep '^RESULT' | sed "s/^RESULT/RESULT $name/" >> "$results"
+    --data-root "$data" "${size[@]}" --workers 2 --checkpoint-path "$out/knn_$name" --overwrite "${weights[@]}" \
+    | tee "$out/knn_$name.log" | grep '^RESULT' | sed "s/^RESULT/RESULT $name/" >> "$results"
 }
 evaluate pretrained "$run/$last"
 evaluate random random
 
 step "t-SNE of the pretrained encoder's features"
 python tsne.py --pretrained "$run/$last" --finetune-dataset demo --protocol cross_subject --data-root "$data" \
-  "${size[@]}" --workers 2 --num-classes 10 --checkpoint-path "$out/tsne"
+  "${size[@]}" --workers 2 --num-classes 10 --checkpoint-path "$out/tsne" --overwrite
 
 step "done"
 python - "$results" <<'EOF'

@@ -12,6 +12,9 @@
 # <source-checkpoint-folder>/transfer_<target-dataset>_<protocol>/ (--checkpoint-path overrides).
 # Relative paths are taken from the repository root. One process on one GPU, no GPU count (use
 # CUDA_VISIBLE_DEVICES, or --device cpu). Last line: "RESULT linear best_top1=... dataset=<target> ...".
+#
+# A second run into the same folder is refused, so that two runs' results never mix: add --overwrite
+# to replace the first one's.
 set -euo pipefail
 source "$(dirname "$0")/evaluation_args.sh"   # usage, cd to the root, $folder $dataset $protocol, shift 3
 

@@ -114,7 +114,7 @@ def test_truncated_or_missing_files_give_a_clear_error(tmp_path):
     path = tmp_path / "checkpoint.pth.tar"
     save_atomic(tiny_checkpoint(), path)
     path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(CheckpointError, match="the file was cut short"):
         read_checkpoint(path)
     with pytest.raises(CheckpointError, match="no such checkpoint file"):
         read_checkpoint(tmp_path / "absent.pth.tar")

@@ -197,9 +197,7 @@ def test_transfer_probes_another_dataset_and_refuses_another_skeleton(pretrained
         action_recognition.main(probe_args(tmp_path / "data", tmp_path / "msr", pretrained, dataset="msr"))
 
 
-def test_multi_process_launch_and_bad_flags_are_refused(data_root, tmp_path, monkeypatch):
-    with pytest.raises(SystemExit, match="--label-fraction must be in"):
-        action_recognition.main(probe_args(data_root, tmp_path / "a", None, "--label-fraction", "0"))
+def test_multi_process_launch_is_refused(data_root, tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
     with pytest.raises(SystemExit, match="runs in a single process"):
