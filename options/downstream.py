@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from options.common import add_data_args, add_model_args, add_runtime_args
+from options.released import RECOGNITION, RETRIEVAL, add_retired_args
 from umurl import MODALITIES
 
 # The released linear-evaluation protocol (SPEC.md, "Training and evaluation protocols").
@@ -20,7 +21,7 @@ LINEAR_PROBE = dict(lr=0.03, batch_size=512, epochs=150, schedule=[120, 140], we
 # that 1% of NTU-60 (~400 samples) still gives a few steps per epoch. Inputs are the un-augmented
 # downstream views.
 FINE_TUNING = dict(lr=0.01, batch_size=128, epochs=100, schedule=[80, 90], weight_decay=1e-4)
-MOMENTUM = 0.9  # SGD momentum of both (released for the probe)
+MOMENTUM = 0.9  # SGD momentum of both (released for the probe), the default of --momentum
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -60,8 +61,8 @@ def build_recognition_parser():
         description="Action recognition with a pretrained UmURL encoder: linear probe (released protocol), "
                     "fine-tuning and semi-supervised fine-tuning. One process, one device.",
         formatter_class=HelpFormatter)
-    train = parser.add_argument_group("optimisation (SGD, momentum 0.9)")
-    train.add_argument("--lr", type=float, default=None, help=_either("lr"))
+    train = parser.add_argument_group("optimisation (SGD)")
+    train.add_argument("--lr", "--learning-rate", type=float, default=None, help=_either("lr"))
     train.add_argument("-b", "--batch-size", type=int, default=None,
                        help=_either("batch_size", "samples per step, also for feature extraction; "))
     train.add_argument("--epochs", type=int, default=None, help=_either("epochs"))
@@ -69,6 +70,7 @@ def build_recognition_parser():
                        help="epochs at which lr is x0.1; " + _either("schedule"))
     train.add_argument("--wd", "--weight-decay", dest="weight_decay", type=float, default=None,
                        help=_either("weight_decay"))
+    train.add_argument("--momentum", type=float, default=MOMENTUM, help="SGD momentum (released: 0.9)")
     train.add_argument("--eval-freq", type=int, default=5, help="evaluate every this many epochs (and after the last)")
     mode = parser.add_argument_group("protocol")
     mode.add_argument("--finetune", action="store_true",
@@ -83,6 +85,7 @@ def build_recognition_parser():
                            "features identical); --no-cache-features re-encodes every batch of every epoch")
     _common(parser, "./checkpoints/action_recognition", "config.json, log.jsonl (one line per epoch), TensorBoard "
             "scalars, results.json, model_final.pth.tar and, with --label-fraction, labelled_samples.json")
+    add_retired_args(parser, RECOGNITION)
     return parser
 
 
@@ -111,6 +114,7 @@ def build_retrieval_parser():
                      help="validation samples compared at once: memory is chunk-size x training samples floats")
     knn.add_argument("-b", "--batch-size", type=int, default=512, help="feature-extraction batch")
     _common(parser, "./checkpoints/action_retrieval", "config.json and results.json")
+    add_retired_args(parser, RETRIEVAL)
     return parser
 
 

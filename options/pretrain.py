@@ -3,6 +3,7 @@ import argparse
 from pathlib import Path
 
 from options.common import add_data_args, add_model_args, add_runtime_args
+from options.released import PRETRAIN, add_retired_args
 
 
 def build_parser():
@@ -10,7 +11,8 @@ def build_parser():
         description="UmURL self-supervised pretraining. Launch with torchrun for several processes.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     train = parser.add_argument_group("optimisation (released settings)")
-    train.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate (global, not per GPU)")
+    train.add_argument("--lr", "--learning-rate", type=float, default=5e-4,
+                       help="Adam learning rate (global, not per GPU)")
     train.add_argument("-b", "--batch-size", type=int, default=512,
                        help="global batch over all processes; each takes batch-size / world-size")
     train.add_argument("--epochs", type=int, default=451, help="epochs to train, counted from 0")
@@ -39,4 +41,5 @@ def build_parser():
     add_data_args(parser, ("--pre-dataset",))
     add_model_args(parser)
     add_runtime_args(parser)
+    add_retired_args(parser, PRETRAIN)
     return parser
