@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The released linear-evaluation entry point, kept so that its command lines work: the released linear
 # probe (scripts/linear.sh) of ./checkpoints/<name>/checkpoint_0450.pth.tar, the last checkpoint of
-# ./script_pretrain.sh <name> (or a released one put there), into ./checkpoints/<name>/linear_<dataset>_<protocol>/.
+# ./script_pretrain.sh <name> (or a released one put there), into
+# ./checkpoints/<name>/linear_<dataset>_<protocol>/.
 #
 #   ./script_action_recognition.sh <name> [dataset protocol] [extra action_recognition.py flags...]
 #   ./script_action_recognition.sh ntu60_xsub ntu60 cross_subject     # the released script's form

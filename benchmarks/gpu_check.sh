@@ -21,7 +21,9 @@ if ! python -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 
   exit 0
 fi
 
-echo "# GPU check: $(python -c 'import torch; print(torch.cuda.get_device_name(0))'), $(date -u '+%Y-%m-%d %H:%M UTC'), git $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+device=$(python -c 'import torch; print(torch.cuda.get_device_name(0))')
+revision=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+echo "# GPU check: $device, $(date -u '+%Y-%m-%d %H:%M UTC'), git $revision"
 echo
 echo "## Golden tests on CUDA (tests/test_golden.py, fp32 and TF32)"
 echo

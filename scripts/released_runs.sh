@@ -17,8 +17,8 @@ released_run() {  # released_run <name>: sets $dataset and $protocol of a releas
   esac
 }
 
-released_usage() {  # the calling script's header comment, then exit 2
-  [ -n "${1:-}" ] && echo "error: $1" >&2
+released_usage() {  # released_usage [error words...]: the error, the calling script's header comment, exit 2
+  [ $# -gt 0 ] && echo "error: $*" >&2
   sed -n '2,/^set /p' "$0" | sed -n 's/^# \{0,1\}//p'
   exit 2
 }
@@ -38,7 +38,8 @@ released_arguments() {
     dataset=$1 protocol=$2
     shift 2
   elif ! released_run "$name"; then
-    released_usage "$name is not a released run folder (ntu60_xsub, ntu60_xview, ntu120_xsub, ntu120_xset): give its dataset and protocol, e.g. $name ntu60 cross_subject"
+    released_usage "$name is not a released run folder (ntu60_xsub, ntu60_xview, ntu120_xsub, ntu120_xset):" \
+                   "give its dataset and protocol, e.g. $name ntu60 cross_subject"
   fi
   extra=("$@")
 }
