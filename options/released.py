@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 # What replaced each released flag, and in brackets what the released code did with it.
 _GPU = "choose GPUs with CUDA_VISIBLE_DEVICES (under torchrun each process takes the one of its LOCAL_RANK)"
+_EVALUATION_GPU = "choose the GPU with CUDA_VISIBLE_DEVICES (the released scripts did; their code replaced --gpu by 0)"
 _NO_TRAINING = "kNN retrieval trains nothing (unused in the released action_retrieval.py too)"
 
 
@@ -38,7 +39,7 @@ PRETRAIN = (
 )
 
 DOWNSTREAM = (
-    RetiredFlag(("--gpu",), _GPU),
+    RetiredFlag(("--gpu",), _EVALUATION_GPU),
     RetiredFlag(("--start-epoch",), "an evaluation always starts at epoch 0"),
     RetiredFlag(("--resume",), "evaluations are not resumed (the released ones never saved a checkpoint)"),
 )

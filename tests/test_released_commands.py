@@ -255,3 +255,5 @@ def test_the_released_data_preparation_call_converts_the_released_layout(tmp_pat
     (raw / "samples_with_missing_skeletons.txt").unlink()
     with pytest.raises(SystemExit, match="samples_with_missing_skeletons.txt is not a file"):
         ntu_gendata.main(["--workers", "1"])
+    with pytest.raises(SystemExit, match="--data_path is needed for --dataset demo"):
+        ntu_gendata.main(["--dataset", "demo"])
