@@ -45,7 +45,7 @@ import utils
 from checkpoint import CheckpointError, save_atomic
 from dataset import build_downstream_datasets, num_classes
 from options.common import model_sizes
-from options.downstream import MOMENTUM, build_recognition_parser, resolve_training_settings
+from options.downstream import build_recognition_parser, resolve_training_settings
 from options.protocols import get_protocol
 from safe_io import DataFileError
 
@@ -215,7 +215,7 @@ def main(args):
     model, source = utils.load_downstream_model(classes, sizes, args.modalities, args.pretrained)
     # After the checkpoint was found usable: --overwrite then deletes the earlier results.
     run_dir = utils.prepare_evaluation_folder(args.checkpoint_path, args.overwrite)
-    config = {**utils.config_dict(args), "mode": mode, "momentum": MOMENTUM, "device": str(device),
+    config = {**utils.config_dict(args), "mode": mode, "device": str(device),
               "amp_dtype": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32"}
     utils.write_config(run_dir, config)
 
@@ -242,7 +242,7 @@ def main(args):
         feature_time = time.perf_counter() - tick
         utils.main_print(f"encoded {len(train_set)} + {len(val_set)} samples in {feature_time:.1f}s")
 
-    optimizer = torch.optim.SGD(parameters, lr=args.lr, momentum=MOMENTUM, weight_decay=args.weight_decay)
+    optimizer = torch.optim.SGD(parameters, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     writer = SummaryWriter(run_dir / "tensorboard")
     val_batches = in_order_batches(len(val_set), args.batch_size)

@@ -129,10 +129,10 @@ def reduce_mean(value):
 class SyncBatchNorm1d(nn.BatchNorm1d):
     """BatchNorm1d whose training statistics are those of the global batch across processes.
 
-    torch's own SyncBatchNorm runs only on GPUs; this one runs on any device and backend (Gloo on
-    CPU included), with one code path everywhere. Per process it reduces [sum, sum of squares,
-    count] in float32 with a gradient-carrying all_reduce, so it is also exact under fp16 autocast.
-    With one process, or in eval mode, it is plain BatchNorm1d.
+    For devices torch's own nn.SyncBatchNorm does not run on (the CPU with Gloo; on CUDA that one is
+    used, see convert_sync_batchnorm). Per process it reduces [sum, sum of squares, count] in float32
+    with a gradient-carrying all_reduce, so it is also exact under fp16 autocast. With one process, or
+    in eval mode, it is plain BatchNorm1d.
     """
 
     def forward(self, x):
@@ -155,8 +155,25 @@ class SyncBatchNorm1d(nn.BatchNorm1d):
         return y.to(x.dtype)
 
 
-def convert_sync_batchnorm(module):
-    """Replace every BatchNorm1d in `module` with SyncBatchNorm1d, keeping weights and buffers."""
+def sync_batchnorm_name(device):
+    """Which synchronised BatchNorm convert_sync_batchnorm uses on `device`.
+
+    On CUDA torch's own nn.SyncBatchNorm, as released (its fused kernels; ours has not been measured
+    against it on a GPU). Elsewhere SyncBatchNorm1d: torch's refuses CPU tensors ("expected input
+    tensor to be on GPU or XPU or privateuseone", torch 2.13).
+    """
+    return "torch.nn.SyncBatchNorm" if torch.device(device).type == "cuda" else "distributed.SyncBatchNorm1d"
+
+
+def convert_sync_batchnorm(module, device):
+    """Replace every BatchNorm1d in `module` with the synchronised BatchNorm for `device`, keeping
+    weights and buffers (sync_batchnorm_name says which)."""
+    if sync_batchnorm_name(device) == "torch.nn.SyncBatchNorm":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    return _convert_to_sync_batchnorm1d(module)
+
+
+def _convert_to_sync_batchnorm1d(module):
     for name, child in module.named_children():
         if isinstance(child, nn.BatchNorm1d) and not isinstance(child, SyncBatchNorm1d):
             synced = SyncBatchNorm1d(child.num_features, child.eps, child.momentum, child.affine,
@@ -165,6 +182,5 @@ def convert_sync_batchnorm(module):
             synced.to(child.weight.device)
             setattr(module, name, synced)
         else:
-            convert_sync_batchnorm(child)
+            _convert_to_sync_batchnorm1d(child)
     return module
-

@@ -176,14 +176,15 @@ def main(args):
 
     config = {**utils.config_dict(args), "min_crop_length": dataset.min_crop_length,  # resolved from the protocol
               "world_size": world_size, "device": str(device),
-              "amp_dtype": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32"}
+              "amp_dtype": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
+              "sync_batchnorm": distributed.sync_batchnorm_name(device) if world_size > 1 else None}
     if rank == 0:
         utils.write_config(run_dir, config)
 
     utils.seed_everything(args.seed)
     model = UmURL(**model_sizes(args, protocol), projector_dim=args.projector_dim).to(device)
     if world_size > 1:  # before the optimizer is built: conversion creates new BatchNorm parameters
-        model = distributed.convert_sync_batchnorm(model)
+        model = distributed.convert_sync_batchnorm(model, device)
     optimizer = build_optimizer(model, args.lr, args.weight_decay, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
@@ -214,7 +215,8 @@ def main(args):
     writer = SummaryWriter(run_dir / "tensorboard", purge_step=start_epoch) if rank == 0 else None
     utils.main_print(f"pretraining on {len(dataset)} samples, {world_size} process(es) on {device.type}, "
                      f"global batch {args.batch_size} ({per_process_batch} per process), "
-                     f"precision {config['amp_dtype']}, epochs {start_epoch}..{args.epochs - 1}, run folder {run_dir}")
+                     f"precision {config['amp_dtype']}, epochs {start_epoch}..{args.epochs - 1}, run folder {run_dir}"
+                     + (f", BatchNorm synchronised by {config['sync_batchnorm']}" if world_size > 1 else ""))
 
     run_start = time.perf_counter()
     for epoch in range(start_epoch, args.epochs):

@@ -108,11 +108,11 @@ def make_step(model, loss_fn, optimizer, views, amp_dtype):
     return step
 
 
-def flops_per_sample(implementation, sizes, projector_dim, batch_size):
-    """FLOP of forward + loss + backward per sample, counted on the CPU in fp32 (the count does not
-    depend on dtype or device)."""
-    model, loss_fn, _ = build(implementation, sizes, projector_dim, torch.device("cpu"))
-    views = random_views(batch_size, "cpu")
+def flops_per_sample(implementation, sizes, projector_dim, batch_size, device="cpu"):
+    """FLOP of forward + loss + backward per sample, counted in fp32 (the count does not depend on
+    dtype or device; a GPU only counts a large batch faster)."""
+    model, loss_fn, _ = build(implementation, sizes, projector_dim, torch.device(device))
+    views = random_views(batch_size, device)
     with FlopCounterMode(display=False) as counter:
         loss_fn(model(*views)).backward()
     return counter.get_total_flops() / batch_size

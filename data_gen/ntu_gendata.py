@@ -5,10 +5,14 @@
     python data_gen/ntu_gendata.py --data_path nturgbd_skeletons_s001_to_s017/ \
         nturgbd_skeletons_s018_to_s032/ --dataset ntu120 \
         --ignored_sample_path NTU_RGBD120_samples_with_missing_skeletons.txt --out_folder data/
+    cd data_gen && python ntu_gendata.py      # the released call: the released layout's default paths
 
 writes, under `out_folder`, `NTU-RGB-D-60-AGCN/{xsub,xview}` or `NTU-RGB-D-120-AGCN/{xsub,xsetup}`, each
 with `{train,val}_data_joint.npy` float32 (N, 3, 300, 25, 2), `{train,val}_num_frame.npy` int64 (N,)
 (the file's frame count) and `{train,val}_label.pkl` = (list of file names, list of labels = action - 1).
+Without paths it uses the released layout below the repository root: NTU-120 (the released default
+dataset; `--dataset ntu60` for NTU-60) from `data/nturgbd_raw_120/nturgb+d_skeletons/`, leaving out
+the samples of `data/nturgbd_raw_120/samples_with_missing_skeletons.txt`, into `data/`.
 
 How it runs (SPEC.md, "NTU RGB+D preprocessing"):
 - every file is parsed once for all benchmarks of the dataset, in parallel over chunks of files;
@@ -85,6 +89,14 @@ NTU60_LAST_SETUP, NTU60_LAST_ACTION = 17, 60
 # action A000 or A999 would become label -1 or 998).
 ID_RANGES = {"setup": ("S", 32), "camera": ("C", 3), "subject": ("P", 106), "replication": ("R", 2),
              "action": ("A", 120)}
+
+# The released layout under the repository's data/ folder, what `cd data_gen; python ntu_gendata.py`
+# reads and writes when no path is given: dataset -> folder of nturgb+d_skeletons/ and
+# samples_with_missing_skeletons.txt. Taken from the repository root, so the same defaults hold from
+# data_gen/ (as released) and from the root.
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RELEASED_RAW_FOLDERS = {"ntu60": "data/nturgbd_raw", "ntu120": "data/nturgbd_raw_120"}
+RELEASED_DEFAULT_DATASET = "ntu120"  # the released script converts NTU-120 when run without arguments
 PARTS = ("train", "val")
 SKIPPED_LIST = "skipped_files.txt"
 NAME_PATTERN = re.compile(r"S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})")
@@ -403,7 +415,8 @@ def read_ignored(ignored_sample_path):
     try:
         lines = path.read_text(errors="replace").splitlines()
     except OSError as error:
-        raise DataPathError(f"missing-skeleton list {path}: {error.strerror}") from None
+        raise DataPathError(f"missing-skeleton list {path}: {error.strerror} (give its path with "
+                            f"--ignored_sample_path)") from None
     names = {line.strip().removesuffix(".skeleton") for line in lines}
     names = {name for name in names if NAME_PATTERN.fullmatch(name)}
     if not names:
@@ -737,22 +750,49 @@ def gendata(data_paths, out_folder, dataset, ignored_sample_path=None, workers=1
             "skipped": [str(error) for error in errors], "parts": parts, "folder": str(root)}
 
 
-def main(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data_path", nargs="+", required=True,
-                        help="folder(s) of raw *.skeleton files (NTU-120 ships as two downloads: give both)")
+    parser.add_argument("--data_path", nargs="+", default=None,
+                        help="folder(s) of raw *.skeleton files (NTU-120 ships as two downloads: give both); "
+                             "default for ntu60/ntu120, as released: <repository>/data/nturgbd_raw[_120]/"
+                             "nturgb+d_skeletons/, with samples_with_missing_skeletons.txt beside it as the "
+                             "ignore list")
     parser.add_argument("--ignored_sample_path", default=None,
                         help="official list of samples with missing skeletons (one name per line; other lines, "
                              "such as the official lists' two lines of text, are skipped)")
-    parser.add_argument("--out_folder", default="data",
-                        help="parent folder of NTU-RGB-D-60-AGCN / NTU-RGB-D-120-AGCN")
-    parser.add_argument("--dataset", choices=sorted(DATASETS), required=True)
+    parser.add_argument("--out_folder", default=None,
+                        help="parent folder of NTU-RGB-D-60-AGCN / NTU-RGB-D-120-AGCN (default: <repository>/data, "
+                             "where the training scripts look)")
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default=RELEASED_DEFAULT_DATASET)
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), action=checked(at_least(1)),
                         help="parallel reader processes (1: read in this process)")
     parser.add_argument("--skip-invalid", action="store_true",
                         help="leave malformed files out and list them in skipped_files.txt "
                              "(default: report them all and write nothing)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def resolve_paths(args):
+    """Fill the paths left out with the released layout under REPO_ROOT (see RELEASED_RAW_FOLDERS).
+
+    The ignore list defaults only together with the raw folder: a --data_path given by hand is used
+    with exactly the --ignored_sample_path given (or none).
+    """
+    if args.data_path is None:
+        if args.dataset not in RELEASED_RAW_FOLDERS:
+            raise SystemExit(f"--data_path is needed for --dataset {args.dataset} (only ntu60 and ntu120 have a "
+                             f"released default)")
+        raw = REPO_ROOT / RELEASED_RAW_FOLDERS[args.dataset]
+        args.data_path = [raw / "nturgb+d_skeletons"]
+        if args.ignored_sample_path is None:
+            args.ignored_sample_path = raw / "samples_with_missing_skeletons.txt"
+    if args.out_folder is None:
+        args.out_folder = REPO_ROOT / "data"
+    return args
+
+
+def main(argv=None):
+    args = resolve_paths(build_parser().parse_args(argv))
     try:
         summary = gendata(args.data_path, args.out_folder, args.dataset, args.ignored_sample_path,
                           workers=args.workers, skip_invalid=args.skip_invalid)

@@ -55,7 +55,8 @@ def add_runtime_args(parser, default_workers=8, evaluation=False):
         group.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                            help="autocast mixed precision (default: on for CUDA as released, off on the CPU)")
     group.add_argument("--amp-dtype", default="auto", choices=("auto", "fp16", "bf16"),
-                       help="autocast dtype: auto = fp16 on CUDA (with gradient scaling), bf16 on the CPU")
+                       help="autocast dtype: auto = fp16 on CUDA, bf16 on the CPU; fp16 always comes with "
+                            "gradient scaling (on the CPU too, where it runs the CUDA recipe for testing)")
     group.add_argument("-j", "--workers", type=int, default=default_workers, action=checked(at_least(0)),
                        help="DataLoader worker processes per training process")
     group.add_argument("--seed", type=int, default=0, action=checked(seed),

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from options.checks import at_least, checked, fraction, non_negative_finite, positive_finite
 from options.common import HelpFormatter, add_data_args, add_model_args, add_runtime_args
+from options.released import RECOGNITION, RETRIEVAL, add_retired_args
 from umurl import MODALITIES
 
 # The released linear-evaluation protocol (SPEC.md, "Training and evaluation protocols").
@@ -21,7 +22,7 @@ LINEAR_PROBE = dict(lr=0.03, batch_size=512, epochs=150, schedule=[120, 140], we
 # that 1% of NTU-60 (~400 samples) still gives a few steps per epoch. Inputs are the un-augmented
 # downstream views.
 FINE_TUNING = dict(lr=0.01, batch_size=128, epochs=100, schedule=[80, 90], weight_decay=1e-4)
-MOMENTUM = 0.9  # SGD momentum of both (released for the probe)
+MOMENTUM = 0.9  # SGD momentum of both (released for the probe), the default of --momentum
 
 
 def add_encoder_args(parser):
@@ -57,8 +58,9 @@ def build_recognition_parser():
         description="Action recognition with a pretrained UmURL encoder: linear probe (released protocol), "
                     "fine-tuning and semi-supervised fine-tuning. One process, one device.",
         formatter_class=HelpFormatter)
-    train = parser.add_argument_group("optimisation (SGD, momentum 0.9)")
-    train.add_argument("--lr", type=float, default=None, action=checked(non_negative_finite), help=_either("lr"))
+    train = parser.add_argument_group("optimisation (SGD)")
+    train.add_argument("--lr", "--learning-rate", type=float, default=None, action=checked(non_negative_finite),
+                       help=_either("lr"))
     train.add_argument("-b", "--batch-size", type=int, default=None, action=checked(at_least(1)),
                        help=_either("batch_size", "samples per step, also for feature extraction; "))
     train.add_argument("--epochs", type=int, default=None, action=checked(at_least(1)), help=_either("epochs"))
@@ -66,6 +68,8 @@ def build_recognition_parser():
                        help="epochs at which lr is x0.1; " + _either("schedule"))
     train.add_argument("--wd", "--weight-decay", dest="weight_decay", type=float, default=None,
                        action=checked(non_negative_finite), help=_either("weight_decay"))
+    train.add_argument("--momentum", type=float, default=MOMENTUM, action=checked(non_negative_finite),
+                       help="SGD momentum (released: 0.9)")
     train.add_argument("--eval-freq", type=int, default=5, action=checked(at_least(1)),
                        help="evaluate every this many epochs (and after the last)")
     mode = parser.add_argument_group("protocol")
@@ -81,6 +85,7 @@ def build_recognition_parser():
                            "features identical); --no-cache-features re-encodes every batch of every epoch")
     _common(parser, "./checkpoints/action_recognition", "config.json, log.jsonl (one line per epoch), TensorBoard "
             "scalars, results.json, model_final.pth.tar and, with --label-fraction, labelled_samples.json")
+    add_retired_args(parser, RECOGNITION)
     return parser
 
 
@@ -107,6 +112,7 @@ def build_retrieval_parser():
     knn.add_argument("-b", "--batch-size", type=int, default=512, action=checked(at_least(1)),
                      help="feature-extraction batch")
     _common(parser, "./checkpoints/action_retrieval", "config.json and results.json")
+    add_retired_args(parser, RETRIEVAL)
     return parser
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 from feeder.augmentations import OUT_FRAMES
 from options.checks import at_least, between, checked, non_negative_finite
 from options.common import HelpFormatter, add_data_args, add_model_args, add_runtime_args
+from options.released import PRETRAIN, add_retired_args
 
 
 def build_parser():
@@ -12,7 +13,7 @@ def build_parser():
         description="UmURL self-supervised pretraining. Launch with torchrun for several processes.",
         formatter_class=HelpFormatter)
     train = parser.add_argument_group("optimisation (released settings)")
-    train.add_argument("--lr", type=float, default=5e-4, action=checked(non_negative_finite),
+    train.add_argument("--lr", "--learning-rate", type=float, default=5e-4, action=checked(non_negative_finite),
                        help="Adam learning rate (global, not per GPU)")
     train.add_argument("-b", "--batch-size", type=int, default=None, action=checked(at_least(1)),
                        help="global batch over all processes; each takes batch-size / world-size (default: the "
@@ -48,4 +49,5 @@ def build_parser():
     add_data_args(parser, ("--pre-dataset",))
     add_model_args(parser)
     add_runtime_args(parser)
+    add_retired_args(parser, PRETRAIN)
     return parser

@@ -328,7 +328,8 @@ def test_a_missing_skeleton_list_that_does_not_exist_or_names_nothing_is_refused
     argv = ["--data_path", str(raw_folder), "--out_folder", str(tmp_path / "out"), "--dataset", "demo"]
     with pytest.raises(SystemExit) as exit_info:
         ntu_gendata.main([*argv, "--ignored_sample_path", str(tmp_path / "absent.txt")])
-    assert str(exit_info.value) == f"missing-skeleton list {tmp_path / 'absent.txt'}: No such file or directory"
+    assert str(exit_info.value) == (f"missing-skeleton list {tmp_path / 'absent.txt'}: No such file or directory "
+                                    f"(give its path with --ignored_sample_path)")
     (tmp_path / "notes.txt").write_text("302 of the captured samples have missing skeletons.\n\n")
     with pytest.raises(SystemExit, match="notes.txt holds no sample name"):
         ntu_gendata.main([*argv, "--ignored_sample_path", str(tmp_path / "notes.txt")])
