@@ -30,7 +30,7 @@ from dataset import build_pretrain_dataset
 from feeder.batch_augment import BatchAugment
 from feeder.batches import EpochBatches, folds_single_sample
 from options.common import model_sizes
-from options.pretrain import build_parser
+from options.pretrain import build_parser, resolve_pretraining_settings
 from options.protocols import get_protocol
 from safe_io import DataFileError
 from umurl import UmURL, umurl_loss
@@ -161,8 +161,7 @@ def main(args):
 
     # Start-up checks first: a bad setting must fail in seconds, not after an epoch.
     protocol = get_protocol(args.dataset, args.protocol)
-    if args.batch_size is None:
-        args.batch_size = protocol.pretrain_batch_size  # released per protocol: 512 or 1024
+    resolve_pretraining_settings(args)  # the protocol's released global batch unless given
     if args.batch_size % world_size:
         raise SystemExit(f"--batch-size {args.batch_size} does not divide over {world_size} processes")
     run_dir = utils.prepare_run_folder(args.checkpoint_path) if rank == 0 else args.checkpoint_path

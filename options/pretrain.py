@@ -5,6 +5,7 @@ from pathlib import Path
 from feeder.augmentations import OUT_FRAMES
 from options.checks import at_least, between, checked, non_negative_finite
 from options.common import HelpFormatter, add_data_args, add_model_args, add_runtime_args
+from options.protocols import get_protocol
 from options.released import PRETRAIN, add_retired_args
 
 
@@ -51,3 +52,10 @@ def build_parser():
     add_runtime_args(parser)
     add_retired_args(parser, PRETRAIN)
     return parser
+
+
+def resolve_pretraining_settings(args):
+    """Fill the settings left to the protocol: the global batch of the released script for it."""
+    if args.batch_size is None:
+        args.batch_size = get_protocol(args.dataset, args.protocol).pretrain_batch_size
+    return args

@@ -19,11 +19,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 
 from data_gen import ntu_gendata  # noqa: E402
 from options.downstream import build_recognition_parser, build_retrieval_parser, resolve_training_settings  # noqa: E402
-from options.pretrain import build_parser  # noqa: E402
+from options.pretrain import build_parser, resolve_pretraining_settings  # noqa: E402
 
 # Each entry point -> how its main() turns the command line into settings.
 RESOLVERS = {
-    "pretrain.py": lambda argv: build_parser().parse_args(argv),
+    "pretrain.py": lambda argv: resolve_pretraining_settings(build_parser().parse_args(argv)),
     "action_recognition.py": lambda argv: resolve_training_settings(build_recognition_parser().parse_args(argv)),
     "action_retrieval.py": lambda argv: build_retrieval_parser().parse_args(argv),
     "ntu_gendata.py": lambda argv: ntu_gendata.resolve_paths(ntu_gendata.build_parser().parse_args(argv)),
