@@ -28,7 +28,11 @@ def build_parser():
     run.add_argument("--checkpoint-path", type=Path, default=Path("./checkpoints/pretrain"),
                      help="run folder: checkpoints, config.json, log.jsonl and TensorBoard logs")
     run.add_argument("--resume", type=Path, default=None,
-                     help="checkpoint to resume from (default: <checkpoint-path>/checkpoint_last.pth.tar if present)")
+                     help="checkpoint to start a new run folder from; a run folder that holds a state "
+                          "(checkpoint_last.pth.tar) always continues from it, so the same command restarts safely")
+    run.add_argument("--allow-config-change", action="store_true",
+                     help="resume although a setting that changes the result (batch, lr, schedule, seed, sizes, "
+                          "data...) differs from the checkpoint's; the change is recorded in resumes.jsonl")
     run.add_argument("--save-freq", type=int, default=50,
                      help="write checkpoint_{epoch:04d}.pth.tar when epoch %% save-freq == 0 and after the last")
     speed = parser.add_argument_group("speed (off by default: the released pipeline)")
