@@ -10,8 +10,16 @@
 
 The run folder (--checkpoint-path) receives config.json, log.jsonl (one line per epoch), TensorBoard
 scalars, checkpoint_last.pth.tar after every epoch (everything needed to resume exactly) and
-checkpoint_{epoch:04d}.pth.tar every --save-freq epochs (what the evaluation scripts load). A run
-started again with the same command resumes from checkpoint_last.pth.tar.
+checkpoint_{epoch:04d}.pth.tar every --save-freq epochs (what the evaluation scripts load).
+
+Restarts, preemption, blow-ups (README, Reliability):
+- A run started again continues from its folder's checkpoint_last.pth.tar, whatever --resume says
+  (--resume only seeds a new folder), after comparing the settings that change the result with the
+  checkpoint's (run_folder.py); each such start appends a line to resumes.jsonl.
+- One live run per folder: rank 0 holds a lock on run.lock while the run lives.
+- SIGTERM or SIGUSR1 stops every process after the current step with a checkpoint inside the epoch,
+  and the process exits with code 75 (preemption.py); the same command then carries on exactly.
+- A state with NaN or Inf is never saved; the message names the latest good checkpoint (exit code 1).
 """
 import math
 import sys
@@ -153,21 +161,21 @@ def position_text(epoch, progress=None, steps_per_epoch=None):
     return f"epoch {epoch}, step {progress.steps}" + (f" of {steps_per_epoch}" if steps_per_epoch else "")
 
 
-def save_checkpoints(run_dir, model, optimizer, scaler, epoch, args, config, progress=None, latest_good=None):
+def save_checkpoints(run_dir, model, optimizer, scaler, epoch, args, config, progress=None):
     """After a whole epoch (progress None): checkpoint_{epoch:04d} when due, then checkpoint_last, which
     resumes at the next epoch. Inside an epoch: checkpoint_last only, holding `progress`, which resumes
     at the next step. Atomic writes; returns the text naming what checkpoint_last now holds.
 
-    Every weight, buffer and optimizer tensor is checked first: a non-finite state is never written, so
-    the files keep the last good state, and NonFiniteState names it (`latest_good`). RNG states of every
-    process are gathered here (collectives: all processes call this).
+    Every weight, buffer and optimizer tensor is checked first: a non-finite state raises NonFiniteState
+    and nothing is written, so the files keep the last good state. RNG states of every process are
+    gathered here (collectives: all processes call this).
     """
+    position = position_text(epoch + 1, None) if progress is None else position_text(epoch, progress)
     bad = non_finite_tensors(training_tensors(model, optimizer))
     if distributed.any_process(bool(bad), next(model.parameters()).device):
-        what = f"{len(bad)} tensors ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})" if bad else \
-            "the state of another process"
-        raise NonFiniteState(f"non-finite values in {what} ({position_text(epoch + (progress is None), progress)})"
-                             f": nothing saved")
+        where = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more tensors" if len(bad) > 3 else "") if bad \
+            else "the state of another process"
+        raise NonFiniteState(f"non-finite values in {where} ({position}): nothing saved")
     rng_states = distributed.gather_objects(utils.rng_state())
     if distributed.is_main_process():
         state = {"epoch": epoch + 1, "state_dict": model.state_dict(), "optimizer": optimizer.state_dict()}
@@ -181,7 +189,7 @@ def save_checkpoints(run_dir, model, optimizer, scaler, epoch, args, config, pro
         save_atomic({**state, "scaler": scaler.state_dict(), "rng_states": rng_states, "config": config},
                     run_dir / LAST_CHECKPOINT)
     distributed.barrier()
-    return f"{run_dir / LAST_CHECKPOINT} ({position_text(epoch + (progress is None), progress)})"
+    return f"{run_dir / LAST_CHECKPOINT} ({position})"
 
 
 def build_optimizer(model, lr, weight_decay, device):
@@ -269,12 +277,6 @@ def claim_run_folder(path, rank):
             lock.release()
 
 
-def stop_with(message, code):
-    utils.main_print(message)
-    distributed.cleanup()
-    sys.exit(code)
-
-
 def main(args):
     device_kind = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
     rank, world_size, local_rank = distributed.init_distributed(device_kind)
@@ -288,10 +290,14 @@ def main(args):
     if args.batch_size % world_size:
         raise SystemExit(f"--batch-size {args.batch_size} does not divide over {world_size} processes")
     with claim_run_folder(args.checkpoint_path, rank):
-        pretrain(args, rank, world_size, local_rank, device, amp_dtype, protocol)
+        code = pretrain(args, rank, world_size, local_rank, device, amp_dtype, protocol)
+    distributed.cleanup()
+    if code:
+        sys.exit(code)
 
 
 def pretrain(args, rank, world_size, local_rank, device, amp_dtype, protocol):
+    """Train until --epochs, a blow-up or a stop signal; returns the exit code: 0, 1 or preemption.EXIT_CODE."""
     run_dir = args.checkpoint_path
     dataset = build_pretrain_dataset(args.data_root, args.dataset, args.protocol, seed=args.seed,
                                      min_crop_length=args.min_crop_length, raw=args.augment_on_device)
@@ -359,7 +365,7 @@ def pretrain(args, rank, world_size, local_rank, device, amp_dtype, protocol):
                      f"global batch {args.batch_size} ({per_process_batch} per process), "
                      f"precision {config['amp_dtype']}, epochs {start_epoch}..{args.epochs - 1}, run folder {run_dir}")
 
-    run_start, epochs_timed = time.perf_counter(), 0
+    run_start, epochs_timed, code = time.perf_counter(), 0, 0
     with preemption.StopSignals() as stop:
         for epoch in range(start_epoch, args.epochs):
             batches.set_epoch(epoch, first_step=progress.steps if progress else 0)
@@ -378,15 +384,19 @@ def pretrain(args, rank, world_size, local_rank, device, amp_dtype, protocol):
                 latest_good = save_checkpoints(run_dir, model_without_ddp, optimizer, scaler, epoch, args, config,
                                                None if finished else progress)
             except (NonFiniteLoss, NonFiniteState) as error:
-                stop_with(f"error: {error}; the latest good checkpoint is {latest_good}", 1)
+                utils.main_print(f"error: {error}; the latest good checkpoint is {latest_good}")
+                code = 1
+                break
             progress = None
             if stop.agreed(device):
                 signal_name = stop.received or "a signal to another process"
-                stop_with(f"stopped on {signal_name}: {latest_good} holds the run; the same command continues it "
-                          f"(exit code {preemption.EXIT_CODE})", preemption.EXIT_CODE)
+                utils.main_print(f"stopped on {signal_name}: {latest_good} holds the run; the same command continues "
+                                 f"it (exit code {preemption.EXIT_CODE})")
+                code = preemption.EXIT_CODE
+                break
     if writer is not None:
         writer.close()
-    distributed.cleanup()
+    return code
 
 
 def log_epoch(run_dir, writer, epoch, lr, stats, total_epochs, run_start, epochs_timed):

@@ -8,6 +8,9 @@ from options.common import HelpFormatter, add_data_args, add_model_args, add_run
 def build_parser():
     parser = argparse.ArgumentParser(
         description="UmURL self-supervised pretraining. Launch with torchrun for several processes.",
+        epilog="exit codes: 0 done; 1 an error, a non-finite loss or state included (nothing non-finite is saved); "
+               "2 a bad command line; 75 stopped by SIGTERM or SIGUSR1 after a step, with checkpoint_last.pth.tar "
+               "written inside the epoch: run the same command to continue exactly",
         formatter_class=HelpFormatter)
     train = parser.add_argument_group("optimisation (released settings)")
     train.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate (global, not per GPU)")
