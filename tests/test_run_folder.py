@@ -1,5 +1,6 @@
 """run_folder.py and what pretrain.py does with it: one live run per folder, restarts that continue from the
 folder's own state, refused configuration changes, resumes.jsonl, file permissions, stale temporaries."""
+import errno
 import json
 import os
 import signal
@@ -242,6 +243,45 @@ def test_a_lock_file_left_by_a_dead_run_is_no_lock(data_root, tmp_path):
     pretrain.main(parse(data_root, run_dir, "--epochs", "1"))
     holder = json.loads((run_dir / run_folder.LOCK_NAME).read_text())
     assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
+
+
+def test_a_loader_worker_survives_the_stop_signals_and_lets_go_of_the_lock(tmp_path):
+    """What init_loader_worker does in a DataLoader worker (whatever the start method: a spawned worker does not
+    inherit the main process's handlers): SIGTERM and SIGUSR1 leave it running, and it closes its copy of the
+    lock's descriptor, so that the lock ends with the main process."""
+    lock = run_folder.RunLock(tmp_path)
+    try:
+        child = os.fork()
+        if child == 0:  # the worker: report by exit status, never return into pytest
+            code = 1
+            try:
+                pretrain.init_loader_worker(0)
+                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), signal.SIGUSR1)
+                try:
+                    os.fstat(lock.fd)
+                    code = 2  # still open
+                except OSError:
+                    code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(child, 0)
+        assert os.WIFEXITED(status), f"the worker died of signal {os.WTERMSIG(status)}"
+        assert os.WEXITSTATUS(status) == 0, "the worker kept the lock's descriptor open"
+    finally:
+        lock.release()
+
+
+def test_a_file_system_without_locks_gets_a_warning_and_the_run_goes_on(tmp_path, monkeypatch, capsys):
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(run_folder.fcntl, "flock", no_locks)
+    lock = run_folder.RunLock(tmp_path)
+    assert lock.fd is None
+    assert capsys.readouterr().out == (f"warning: cannot lock {tmp_path / run_folder.LOCK_NAME} (No locks available); "
+                                       f"make sure no other run uses this folder\n")
+    lock.release()
 
 
 def test_temporaries_of_a_write_killed_mid_checkpoint_are_removed_at_start_up(data_root, tmp_path, capsys):
