@@ -29,12 +29,14 @@ def save_atomic(obj, path):
     """torch.save to a temporary file in the same folder, fsync, then rename over `path`.
 
     A crash at any moment leaves either the previous file or the complete new one, never a
-    truncated file under the final name.
+    truncated file under the final name. The file gets the permissions of any file the user creates
+    (0o666 less the umask), not mkstemp's owner-only 0o600: lab-mates on shared storage read checkpoints.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
@@ -82,6 +84,34 @@ def check_container(path):
         raise CheckpointError(f"{path}: refused, its {size / 2**20:.1f} MiB would inflate to {inflated / 2**20:.1f} "
                               f"MiB, more than {MAX_INFLATION}x: torch.save does not compress, so this looks like a "
                               f"compression bomb")
+
+
+def current_umask():
+    """This process's umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def non_finite_tensors(named_tensors):
+    """The names of the floating-point tensors holding NaN or Inf, from (name, tensor) pairs; one device
+    sync in all, and a per-tensor look only when something is wrong."""
+    named = [(name, t) for name, t in named_tensors if torch.is_tensor(t) and t.is_floating_point()]
+    if not named:
+        return []
+    finite = torch.stack([t.isfinite().all() for _, t in named])
+    if bool(finite.all()):
+        return []
+    return [name for (name, _), ok in zip(named, finite.tolist()) if not ok]
+
+
+def training_tensors(model, optimizer):
+    """(name, tensor) of every weight, buffer and optimizer state tensor: what a checkpoint must hold finite."""
+    yield from model.state_dict().items()
+    names = {id(p): name for name, p in model.named_parameters()}
+    for parameter, state in optimizer.state.items():
+        for key, value in state.items():
+            yield f"optimizer {key} of {names.get(id(parameter), '?')}", value
 
 
 def read_checkpoint(path):

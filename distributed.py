@@ -67,6 +67,33 @@ def barrier():
         dist.barrier()
 
 
+def any_process(flag, device):
+    """True on every process when `flag` is True on at least one of them (a collective: all must call it)."""
+    if get_world_size() == 1:
+        return bool(flag)
+    flag = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
+def broadcast_from_main(obj):
+    """Rank 0's `obj` (any picklable value) on every process (a collective: all must call it)."""
+    if get_world_size() == 1:
+        return obj
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def gather_objects(obj):
+    """[obj of rank 0, obj of rank 1, ...] on every process (a collective: all must call it)."""
+    if get_world_size() == 1:
+        return [obj]
+    gathered = [None] * get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
 class _GatherWithGrad(torch.autograd.Function):
     """all_gather whose backward sums the incoming gradients over processes and keeps our slice.
 

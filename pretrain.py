@@ -10,12 +10,21 @@
 
 The run folder (--checkpoint-path) receives config.json, log.jsonl (one line per epoch), TensorBoard
 scalars, checkpoint_last.pth.tar after every epoch (everything needed to resume exactly) and
-checkpoint_{epoch:04d}.pth.tar every --save-freq epochs (what the evaluation scripts load). A run
-started again with the same command resumes from checkpoint_last.pth.tar.
+checkpoint_{epoch:04d}.pth.tar every --save-freq epochs (what the evaluation scripts load).
+
+Restarts, preemption, blow-ups (README, Reliability):
+- A run started again continues from its folder's checkpoint_last.pth.tar, whatever --resume says
+  (--resume only seeds a new folder), after comparing the settings that change the result with the
+  checkpoint's (run_folder.py); each such start appends a line to resumes.jsonl.
+- One live run per folder: rank 0 holds a lock on run.lock while the run lives.
+- SIGTERM or SIGUSR1 stops every process after the current step with a checkpoint inside the epoch,
+  and the process exits with code 75 (preemption.py); the same command then carries on exactly.
+- A state with NaN or Inf is never saved; the message names the latest good checkpoint (exit code 1).
 """
 import math
 import sys
 import time
+from contextlib import contextmanager
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -24,8 +33,11 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 import distributed
+import preemption
+import run_folder
 import utils
-from checkpoint import CheckpointError, load_pretraining_weights, read_checkpoint, save_atomic
+from checkpoint import (CheckpointError, load_pretraining_weights, non_finite_tensors, read_checkpoint, save_atomic,
+                        training_tensors)
 from dataset import build_pretrain_dataset
 from feeder.batch_augment import BatchAugment
 from feeder.batches import EpochBatches, folds_single_sample
@@ -36,36 +48,76 @@ from safe_io import DataFileError
 from umurl import UmURL, umurl_loss
 
 LAST_CHECKPOINT = "checkpoint_last.pth.tar"
+LOSS_PARTS = ("loss", "intra", "inter", "reg")
 
 
 class NonFiniteLoss(RuntimeError):
     pass
 
 
-def batch_views(batch, device, augment=None):
+class NonFiniteState(RuntimeError):
+    pass
+
+
+class EpochProgress:
+    """How far an epoch has got: steps done, the loss meters, samples seen, data and training time.
+
+    A checkpoint taken inside an epoch stores `state_dict()`, so the resumed epoch skips the steps done
+    and ends with the log line the uninterrupted epoch would have written (the meters' sums go on from
+    the same floats). `plan` is (world size, global batch): the steps mean the same only under the same plan.
+    """
+
+    def __init__(self, plan, state=None):
+        state = state or {}
+        self.plan = list(plan)
+        self.steps = state.get("steps", 0)
+        self.meters = {name: utils.AverageMeter() for name in LOSS_PARTS}
+        for name, (total, count) in state.get("meters", {}).items():
+            self.meters[name].sum, self.meters[name].count = total, count
+        self.samples = state.get("samples", 0)
+        self.data_time = state.get("data_time_s", 0.0)
+        self.train_time = state.get("train_time_s", 0.0)
+
+    def state_dict(self):
+        return {"plan": self.plan, "steps": self.steps, "samples": self.samples, "data_time_s": self.data_time,
+                "train_time_s": self.train_time,
+                "meters": {name: (meter.sum, meter.count) for name, meter in self.meters.items()}}
+
+    def stats(self):
+        return {**{name: meter.avg for name, meter in self.meters.items()}, "samples": self.samples,
+                "samples_per_s": self.samples / max(self.train_time, 1e-9), "data_time_s": self.data_time,
+                "epoch_time_s": self.train_time}
+
+
+def batch_views(batch, device, augment=None, step=0):
     """The four views (B, C, T, V, M) of a loader batch on `device`: moved there as they are, or (with
     --augment-on-device) drawn there from the raw samples and frame counts by `augment`."""
     if augment is None:
         return [v.to(device, non_blocking=True) for v in batch]
     x, valid = (t.to(device, non_blocking=True) for t in batch)
-    return augment(x, valid)
+    return augment(x, valid, step)
 
 
-def train_one_epoch(model, loader, optimizer, scaler, epoch, device, amp_dtype, print_freq=10, augment=None):
-    """One pass over the loader; returns the epoch's mean loss and its parts (weighted by each step's
-    global batch), the samples seen over all processes, throughput and data time.
+def train_one_epoch(model, loader, optimizer, scaler, epoch, device, amp_dtype, print_freq=10, augment=None,
+                    progress=None, stop=None):
+    """Train on the loader's batches of `epoch`; return its EpochProgress, whose stats() are the epoch's mean
+    loss and parts (weighted by each step's global batch), the samples seen over all processes, throughput
+    and data time.
 
     augment: None when the loader yields the views, else the BatchAugment that draws them on the device.
+    progress: this epoch's EpochProgress when the run resumes inside it (the loader then yields only the
+    steps left), else None. stop: a preemption.StopSignals; once any process has received a signal the
+    epoch ends after the current step, with progress.steps short of the epoch's steps.
     """
     model.train()
-    meters = {name: utils.AverageMeter() for name in ("loss", "intra", "inter", "reg")}
-    data_time, samples, start = 0.0, 0, time.perf_counter()
-    bar = tqdm(loader, desc=f"epoch {epoch}", disable=not distributed.is_main_process(), dynamic_ncols=True,
-               leave=False)
-    tick = time.perf_counter()
-    for step, batch in enumerate(bar):
-        views = batch_views(batch, device, augment)  # 4 x (B, C, T, V, M)
-        data_time += time.perf_counter() - tick
+    progress = progress or EpochProgress(plan=())
+    trained_before = progress.train_time
+    bar = tqdm(loader, desc=f"epoch {epoch}", initial=progress.steps, total=progress.steps + len(loader),
+               disable=not distributed.is_main_process(), dynamic_ncols=True, leave=False)
+    start = tick = time.perf_counter()
+    for step, batch in enumerate(bar, start=progress.steps):
+        views = batch_views(batch, device, augment, step)  # 4 x (B, C, T, V, M)
+        progress.data_time += time.perf_counter() - tick
 
         with utils.autocast(device, amp_dtype):
             z = model(*views)
@@ -76,25 +128,25 @@ def train_one_epoch(model, loader, optimizer, scaler, epoch, device, amp_dtype, 
 
         loss_value = loss.item()  # one sync per step: a non-finite loss must stop the run at once
         if not math.isfinite(loss_value):
-            raise NonFiniteLoss(f"non-finite loss ({loss_value}) at epoch {epoch}, step {step}: stopping; "
-                                f"the last checkpoint written before this epoch is intact")
+            raise NonFiniteLoss(f"non-finite loss ({loss_value}) at epoch {epoch}, step {step}: stopping")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
 
-        meters["loss"].update(loss_value, global_batch)
+        progress.meters["loss"].update(loss_value, global_batch)
         for name, value in parts.items():
-            meters[name].update(value.item(), global_batch)
-        samples += global_batch
+            progress.meters[name].update(value.item(), global_batch)
+        progress.samples += global_batch
+        progress.steps = step + 1
+        progress.train_time = trained_before + time.perf_counter() - start
         if step % print_freq == 0:
-            elapsed = time.perf_counter() - start
             bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
-                            samples_per_s=f"{samples / elapsed:.1f}")
+                            samples_per_s=f"{progress.samples / progress.train_time:.1f}")
+        if stop is not None and stop.agreed(device):
+            break
         tick = time.perf_counter()
-    elapsed = time.perf_counter() - start
-    return {**{name: meter.avg for name, meter in meters.items()}, "samples": samples,
-            "samples_per_s": samples / elapsed, "data_time_s": data_time, "epoch_time_s": elapsed}
+    return progress
 
 
 def periodic_checkpoint_due(epoch, total_epochs, save_freq):
@@ -102,25 +154,42 @@ def periodic_checkpoint_due(epoch, total_epochs, save_freq):
     return epoch % save_freq == 0 or epoch == total_epochs - 1
 
 
-def save_checkpoints(run_dir, model, optimizer, scaler, epoch, args, config):
-    """checkpoint_last (resumable) every epoch, checkpoint_{epoch:04d} when due; atomic writes.
+def position_text(epoch, progress=None, steps_per_epoch=None):
+    """Where a checkpoint stands, for messages: 'end of epoch 3' or 'epoch 4, step 17 of 32'."""
+    if progress is None:
+        return f"end of epoch {epoch - 1}" if epoch > 0 else "before epoch 0"
+    return f"epoch {epoch}, step {progress.steps}" + (f" of {steps_per_epoch}" if steps_per_epoch else "")
 
-    RNG states of every process are gathered here (a collective: all processes call this).
+
+def save_checkpoints(run_dir, model, optimizer, scaler, epoch, args, config, progress=None):
+    """After a whole epoch (progress None): checkpoint_{epoch:04d} when due, then checkpoint_last, which
+    resumes at the next epoch. Inside an epoch: checkpoint_last only, holding `progress`, which resumes
+    at the next step. Atomic writes; returns the text naming what checkpoint_last now holds.
+
+    Every weight, buffer and optimizer tensor is checked first: a non-finite state raises NonFiniteState
+    and nothing is written, so the files keep the last good state. RNG states of every process are
+    gathered here (collectives: all processes call this).
     """
-    rng_states = [None] * distributed.get_world_size()
-    if distributed.is_distributed():
-        torch.distributed.all_gather_object(rng_states, utils.rng_state())
-    else:
-        rng_states = [utils.rng_state()]
+    position = position_text(epoch + 1, None) if progress is None else position_text(epoch, progress)
+    bad = non_finite_tensors(training_tensors(model, optimizer))
+    if distributed.any_process(bool(bad), next(model.parameters()).device):
+        where = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more tensors" if len(bad) > 3 else "") if bad \
+            else "the state of another process"
+        raise NonFiniteState(f"non-finite values in {where} ({position}): nothing saved")
+    rng_states = distributed.gather_objects(utils.rng_state())
     if distributed.is_main_process():
         state = {"epoch": epoch + 1, "state_dict": model.state_dict(), "optimizer": optimizer.state_dict()}
-        # The periodic file first: a crash between the two writes then resumes before this epoch and
-        # writes it again, whereas the other order would resume after it and never write it.
-        if periodic_checkpoint_due(epoch, args.epochs, args.save_freq):
-            save_atomic(state, run_dir / f"checkpoint_{epoch:04d}.pth.tar")
+        if progress is None:
+            # The periodic file first: a crash between the two writes then resumes before this epoch and
+            # writes it again, whereas the other order would resume after it and never write it.
+            if periodic_checkpoint_due(epoch, args.epochs, args.save_freq):
+                save_atomic(state, run_dir / f"checkpoint_{epoch:04d}.pth.tar")
+        else:
+            state = {**state, "epoch": epoch, "progress": progress.state_dict()}
         save_atomic({**state, "scaler": scaler.state_dict(), "rng_states": rng_states, "config": config},
                     run_dir / LAST_CHECKPOINT)
     distributed.barrier()
+    return f"{run_dir / LAST_CHECKPOINT} ({position})"
 
 
 def build_optimizer(model, lr, weight_decay, device):
@@ -131,26 +200,81 @@ def build_optimizer(model, lr, weight_decay, device):
                             fused=device.type in ("cpu", "cuda"))
 
 
-def resume(path, model, optimizer, scaler):
-    """Restore model, optimizer, scaler and this process's RNG states; return the next epoch."""
-    checkpoint = read_checkpoint(path)
-    load_pretraining_weights(model, checkpoint)
-    if "optimizer" in checkpoint:
+def refuse_config_changes(saved, source, config, allowed):
+    """The result-changing settings in which `config` differs from the checkpoint's; SystemExit listing
+    them unless `allowed` (--allow-config-change). A checkpoint without a configuration (a released or
+    periodic one) is not compared."""
+    if not isinstance(saved.get("config"), dict):
+        return []
+    changes = run_folder.config_changes(saved["config"], config)
+    if changes and not allowed:
+        raise SystemExit(f"{source} was trained with other settings that change the result: "
+                         f"{run_folder.describe_changes(changes)}. Run with the checkpoint's settings, start a new "
+                         f"--checkpoint-path, or pass --allow-config-change to go on with the new ones "
+                         f"(recorded in resumes.jsonl)")
+    return changes
+
+
+def resume(saved, source, model, optimizer, scaler, plan):
+    """Restore model, optimizer, scaler and this process's RNG states from the checkpoint `saved` (read from
+    `source`); return (the epoch to continue, its EpochProgress when the checkpoint was taken inside it, else None)."""
+    load_pretraining_weights(model, saved)
+    if "optimizer" in saved:
         fused = [group["fused"] for group in optimizer.param_groups]
-        optimizer.load_state_dict(checkpoint["optimizer"])
+        optimizer.load_state_dict(saved["optimizer"])
         # The saved groups carry the kernel choice of the run that wrote them (None in the released
         # checkpoints): keep this machine's, or a resumed run silently loses the fused kernel.
         for group, choice in zip(optimizer.param_groups, fused):
             group["fused"] = choice
-    if "scaler" in checkpoint:
-        scaler.load_state_dict(checkpoint["scaler"])
-    rng_states = checkpoint.get("rng_states") or []
+    if "scaler" in saved:
+        scaler.load_state_dict(saved["scaler"])
+    rng_states = saved.get("rng_states") or []
     if len(rng_states) == distributed.get_world_size():
         utils.set_rng_state(rng_states[distributed.get_rank()])
     else:
-        utils.main_print(f"note: {path} holds RNG states of {len(rng_states)} processes, this run has "
+        utils.main_print(f"note: {source} holds RNG states of {len(rng_states)} processes, this run has "
                          f"{distributed.get_world_size()}: weights and data order resume exactly, RNG states do not")
-    return int(checkpoint["epoch"])
+    epoch, progress = int(saved["epoch"]), saved.get("progress")
+    if progress is None:
+        return epoch, None
+    if list(progress["plan"]) != list(plan):
+        utils.main_print(f"note: {source} was taken inside epoch {epoch} with (processes, global batch) "
+                         f"{tuple(progress['plan'])}, this run has {tuple(plan)}: epoch {epoch} starts again")
+        return epoch, None
+    return epoch, EpochProgress(plan, progress)
+
+
+def init_loader_worker(worker_id):
+    """A DataLoader worker neither dies of a preemption signal (the main process stops the run) nor keeps
+    the run folder locked once the main process is gone."""
+    preemption.ignore_in_worker()
+    run_folder.RunLock.forget_in_child()
+
+
+@contextmanager
+def claim_run_folder(path, rank):
+    """Rank 0 creates the run folder, locks it for as long as this block runs and clears the temporaries a
+    killed write left there; a refusal (the folder unwritable or held by a live run) ends every process
+    with the same message."""
+    lock, refusal = None, None
+    if rank == 0:
+        try:
+            utils.prepare_run_folder(path)
+            lock = run_folder.RunLock(path)
+            removed = run_folder.remove_stale_temporaries(path)
+            if removed:
+                print(f"removed {len(removed)} temporary file(s) a killed write left in {path}: "
+                      f"{', '.join(removed)}", flush=True)
+        except (SystemExit, run_folder.RunFolderBusy) as error:
+            refusal = str(error)
+    refusal = distributed.broadcast_from_main(refusal)
+    if refusal is not None:
+        raise SystemExit(refusal)
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def main(args):
@@ -164,7 +288,16 @@ def main(args):
     resolve_pretraining_settings(args)  # the protocol's released global batch unless given
     if args.batch_size % world_size:
         raise SystemExit(f"--batch-size {args.batch_size} does not divide over {world_size} processes")
-    run_dir = utils.prepare_run_folder(args.checkpoint_path) if rank == 0 else args.checkpoint_path
+    with claim_run_folder(args.checkpoint_path, rank):
+        code = pretrain(args, rank, world_size, local_rank, device, amp_dtype, protocol)
+    distributed.cleanup()
+    if code:
+        sys.exit(code)
+
+
+def pretrain(args, rank, world_size, local_rank, device, amp_dtype, protocol):
+    """Train until --epochs, a blow-up or a stop signal; returns the exit code: 0, 1 or preemption.EXIT_CODE."""
+    run_dir = args.checkpoint_path
     dataset = build_pretrain_dataset(args.data_root, args.dataset, args.protocol, seed=args.seed,
                                      min_crop_length=args.min_crop_length, raw=args.augment_on_device)
     augment = BatchAugment(args.seed, device, rank, dataset.num_corrupt, dataset.out_frames,
@@ -174,11 +307,20 @@ def main(args):
         raise SystemExit(f"{len(dataset)} training samples cannot fill one global batch of {args.batch_size}")
 
     config = {**utils.config_dict(args), "min_crop_length": dataset.min_crop_length,  # resolved from the protocol
-              "world_size": world_size, "device": str(device),
+              **run_folder.data_fingerprint(dataset.names), "world_size": world_size, "device": str(device),
               "amp_dtype": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
               "sync_batchnorm": distributed.sync_batchnorm_name(device) if world_size > 1 else None}
+
+    # A run folder with a state continues from it; --resume only seeds one that has none.
+    source = run_folder.resume_source(run_dir, LAST_CHECKPOINT, args.resume)
+    if args.resume is not None and source != args.resume:
+        utils.main_print(f"note: {run_dir} already holds this run's state: continuing from {source}, not from "
+                         f"--resume {args.resume} (it only seeds a new run folder; to go back to it, move {source} "
+                         f"away first)")
+    saved = read_checkpoint(source) if source is not None else None
+    changes = refuse_config_changes(saved, source, config, args.allow_config_change) if saved else []
     if rank == 0:
-        utils.write_config(run_dir, config)
+        run_folder.write_config_once(run_dir, config, has_state=(run_dir / LAST_CHECKPOINT).exists())
 
     utils.seed_everything(args.seed)
     model = UmURL(**model_sizes(args, protocol), projector_dim=args.projector_dim).to(device)
@@ -187,11 +329,22 @@ def main(args):
     optimizer = build_optimizer(model, args.lr, args.weight_decay, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
-    resume_path = args.resume or (run_dir / LAST_CHECKPOINT if (run_dir / LAST_CHECKPOINT).exists() else None)
-    start_epoch = 0
-    if resume_path is not None:
-        start_epoch = resume(resume_path, model, optimizer, scaler)
-        utils.main_print(f"resumed from {resume_path}: continuing at epoch {start_epoch}")
+    # The released sample order (seed 0) with its partial last batch (feeder/batches.py); the order
+    # and the views depend on the epoch (and step) only, so a resumed epoch sees exactly the batches
+    # the uninterrupted run would have seen, also when it resumes inside the epoch.
+    batches = EpochBatches(dataset, per_process_batch, world_size, rank)
+    plan = (world_size, args.batch_size)
+    start_epoch, progress, latest_good = 0, None, "none yet, the run began from scratch"
+    if saved is not None:
+        start_epoch, progress = resume(saved, source, model, optimizer, scaler, plan)
+        latest_good = f"{source} ({position_text(start_epoch, progress, batches.steps_per_epoch)})"
+        utils.main_print(f"resumed from {source}: continuing at epoch {start_epoch}"
+                         + (f", step {progress.steps} of {batches.steps_per_epoch}" if progress else ""))
+        if changes:
+            utils.main_print(f"note: settings changed (--allow-config-change): {run_folder.describe_changes(changes)}")
+        if rank == 0:
+            run_folder.record_resume(run_dir, source, start_epoch, progress.steps if progress else 0, config, changes)
+        del saved
 
     model_without_ddp = model
     if world_size > 1:
@@ -200,15 +353,11 @@ def main(args):
     if args.compile:  # after the DDP wrapper, as torch recommends; checkpoints keep the plain module
         model = torch.compile(model)
 
-    # The released sample order (seed 0) with its partial last batch (feeder/batches.py); the order
-    # and the feeder's views depend on the epoch only, so a resumed epoch sees exactly the batches
-    # the uninterrupted run would have seen.
-    batches = EpochBatches(dataset, per_process_batch, world_size, rank)
-    loader = DataLoader(dataset, batch_sampler=batches, num_workers=args.workers,
+    loader = DataLoader(dataset, batch_sampler=batches, num_workers=args.workers, worker_init_fn=init_loader_worker,
                         pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
     if folds_single_sample(batches.sampler.num_samples, per_process_batch, world_size):
         utils.main_print(f"note: {len(dataset)} samples leave 1 for the last step of each epoch; a batch of one has "
-                         f"no variance, so it joins the step before ({len(batches)} steps per epoch)")
+                         f"no variance, so it joins the step before ({batches.steps_per_epoch} steps per epoch)")
     if rank == 0:
         utils.truncate_log(run_dir / "log.jsonl", start_epoch)
     writer = SummaryWriter(run_dir / "tensorboard", purge_step=start_epoch) if rank == 0 else None
@@ -217,40 +366,57 @@ def main(args):
                      f"precision {config['amp_dtype']}, epochs {start_epoch}..{args.epochs - 1}, run folder {run_dir}"
                      + (f", BatchNorm synchronised by {config['sync_batchnorm']}" if world_size > 1 else ""))
 
-    run_start = time.perf_counter()
-    for epoch in range(start_epoch, args.epochs):
-        batches.set_epoch(epoch)
-        dataset.set_epoch(epoch)
-        if augment is not None:
-            augment.set_epoch(epoch)
-        lr = utils.learning_rate(epoch, args.lr, args.epochs, args.schedule, args.cos)
-        utils.set_learning_rate(optimizer, lr)
-        try:
-            stats = train_one_epoch(model, loader, optimizer, scaler, epoch, device, amp_dtype, args.print_freq,
-                                    augment)
-        except NonFiniteLoss as error:
-            utils.main_print(f"error: {error}")
-            distributed.cleanup()
-            sys.exit(1)
-        # Log, then checkpoint: after a crash between the two, the run resumes before this epoch and
-        # first drops what was logged of it (truncate_log, purge_step), so no epoch is lost or doubled.
-        if rank == 0:
-            record = {"epoch": epoch, "lr": lr, **stats}
-            utils.append_jsonl(run_dir / "log.jsonl", record)
-            writer.add_scalar("train_loss", stats["loss"], epoch)  # the released scalar's name
-            for name in ("intra", "inter", "reg", "samples_per_s", "data_time_s"):
-                writer.add_scalar(f"train/{name}", stats[name], epoch)
-            writer.add_scalar("train/lr", lr, epoch)
-            writer.flush()
-            done = epoch + 1 - start_epoch
-            eta = (time.perf_counter() - run_start) / done * (args.epochs - epoch - 1)
-            print(f"epoch {epoch}: loss {stats['loss']:.4f} (intra {stats['intra']:.4f}, inter {stats['inter']:.4f}, "
-                  f"reg {stats['reg']:.4f}), lr {lr:.2e}, {stats['samples_per_s']:.1f} samples/s, "
-                  f"data wait {stats['data_time_s']:.1f}s, ETA {eta / 60:.1f} min", flush=True)
-        save_checkpoints(run_dir, model_without_ddp, optimizer, scaler, epoch, args, config)
+    run_start, epochs_timed, code = time.perf_counter(), 0, 0
+    with preemption.StopSignals() as stop:
+        for epoch in range(start_epoch, args.epochs):
+            batches.set_epoch(epoch, first_step=progress.steps if progress else 0)
+            dataset.set_epoch(epoch)
+            if augment is not None:
+                augment.set_epoch(epoch)
+            lr = utils.learning_rate(epoch, args.lr, args.epochs, args.schedule, args.cos)
+            utils.set_learning_rate(optimizer, lr)
+            try:
+                progress = train_one_epoch(model, loader, optimizer, scaler, epoch, device, amp_dtype,
+                                           args.print_freq, augment, progress or EpochProgress(plan), stop)
+                finished = progress.steps == batches.steps_per_epoch
+                if finished:
+                    log_epoch(run_dir, writer, epoch, lr, progress.stats(), args.epochs, run_start, epochs_timed)
+                    epochs_timed += 1
+                latest_good = save_checkpoints(run_dir, model_without_ddp, optimizer, scaler, epoch, args, config,
+                                               None if finished else progress)
+            except (NonFiniteLoss, NonFiniteState) as error:
+                utils.main_print(f"error: {error}; the latest good checkpoint is {latest_good}")
+                code = 1
+                break
+            progress = None
+            if stop.agreed(device):
+                signal_name = stop.received or "a signal to another process"
+                utils.main_print(f"stopped on {signal_name}: {latest_good} holds the run; the same command continues "
+                                 f"it (exit code {preemption.EXIT_CODE})")
+                code = preemption.EXIT_CODE
+                break
     if writer is not None:
         writer.close()
-    distributed.cleanup()
+    return code
+
+
+def log_epoch(run_dir, writer, epoch, lr, stats, total_epochs, run_start, epochs_timed):
+    """Rank 0: the epoch's log.jsonl line, TensorBoard scalars and one printed line with the ETA.
+
+    Logged before the epoch's checkpoint: after a crash between the two, the run resumes before this epoch
+    and first drops what was logged of it (truncate_log, purge_step), so no epoch is lost or doubled."""
+    if writer is None:
+        return
+    utils.append_jsonl(run_dir / "log.jsonl", {"epoch": epoch, "lr": lr, **stats})
+    writer.add_scalar("train_loss", stats["loss"], epoch)  # the released scalar's name
+    for name in ("intra", "inter", "reg", "samples_per_s", "data_time_s"):
+        writer.add_scalar(f"train/{name}", stats[name], epoch)
+    writer.add_scalar("train/lr", lr, epoch)
+    writer.flush()
+    eta = (time.perf_counter() - run_start) / (epochs_timed + 1) * (total_epochs - epoch - 1)
+    print(f"epoch {epoch}: loss {stats['loss']:.4f} (intra {stats['intra']:.4f}, inter {stats['inter']:.4f}, "
+          f"reg {stats['reg']:.4f}), lr {lr:.2e}, {stats['samples_per_s']:.1f} samples/s, "
+          f"data wait {stats['data_time_s']:.1f}s, ETA {eta / 60:.1f} min", flush=True)
 
 
 if __name__ == "__main__":

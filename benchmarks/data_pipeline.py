@@ -66,7 +66,7 @@ def batches_per_second(loader, num_batches, to_views=None, device="cpu"):
 def on_device_views(augment, device):
     def to_views(batch):
         x, valid = (t.to(device, non_blocking=True) for t in batch)
-        return augment(x, valid)
+        return augment(x, valid, step=0)
     return to_views
 
 
@@ -74,7 +74,7 @@ def augment_alone(raw_batch, device, repeats):
     """Batches/s of BatchAugment on a raw batch already on `device` (best of `repeats`)."""
     augment = BatchAugment(0, torch.device(device))
     x, valid = (t.to(device) for t in raw_batch)
-    best, _ = best_and_median(time_calls(lambda: augment(x, valid), repeats=repeats, device=device))
+    best, _ = best_and_median(time_calls(lambda: augment(x, valid, step=0), repeats=repeats, device=device))
     return 1 / best
 
 

@@ -134,29 +134,30 @@ def pretrain_views(x, valid, generator, num_corrupt=NUM_CORRUPT, out_frames=OUT_
     return views
 
 
-def epoch_seed(seed, epoch, rank):
-    """A 63-bit seed for the generator of one (run seed, epoch, process), mixed by numpy's SeedSequence
-    so that neighbouring triples give unrelated streams."""
-    return int(np.random.SeedSequence((seed, epoch, rank)).generate_state(1, dtype=np.uint64)[0] >> 1)
+def step_seed(seed, epoch, rank, step):
+    """A 63-bit seed for the generator of one (run seed, epoch, process, step), mixed by numpy's SeedSequence
+    so that neighbouring tuples give unrelated streams."""
+    return int(np.random.SeedSequence((seed, epoch, rank, step)).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 class BatchAugment:
-    """The pretraining views of raw batches, drawn on `device` from a generator reseeded every epoch.
+    """The pretraining views of raw batches, drawn on `device` from a generator reseeded for every step.
 
-    Call `set_epoch(epoch)` before each epoch: the views of an epoch then depend only on (seed, epoch,
-    rank) and the batches' order, so a run resumed at an epoch boundary draws what it would have drawn.
+    Call `set_epoch(epoch)` before each epoch and pass each batch's step number (counted from 0 in the
+    epoch): the views of a step then depend only on (seed, epoch, rank, step) and the batch, so a run
+    resumed anywhere, inside an epoch too, draws exactly what it would have drawn.
     """
 
     def __init__(self, seed, device, rank=0, num_corrupt=NUM_CORRUPT, out_frames=OUT_FRAMES,
                  min_crop_length=MIN_CROP_LENGTH):
-        self.seed, self.rank = seed, rank
+        self.seed, self.rank, self.epoch = seed, rank, 0
         self.num_corrupt, self.out_frames, self.min_crop_length = num_corrupt, out_frames, min_crop_length
         self.generator = torch.Generator(device=device)
-        self.set_epoch(0)
 
     def set_epoch(self, epoch):
-        self.generator.manual_seed(epoch_seed(self.seed, epoch, self.rank))
+        self.epoch = epoch
 
-    def __call__(self, x, valid):
+    def __call__(self, x, valid, step):
+        self.generator.manual_seed(step_seed(self.seed, self.epoch, self.rank, step))
         return pretrain_views(x, valid, self.generator, self.num_corrupt, self.out_frames,
                               min_crop_length=self.min_crop_length)

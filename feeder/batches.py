@@ -43,24 +43,33 @@ class EpochBatches(Sampler):
     """Batch sampler over a DistributedSampler: the released order, split by `step_sizes`.
 
     Call `set_epoch(epoch)` before each epoch, as with the DistributedSampler it wraps; the batches
-    are then a pure function of (epoch, rank, world size, batch size).
+    are then a pure function of (epoch, rank, world size, batch size). `set_epoch(epoch, first_step)`
+    leaves out the epoch's first steps: a run resumed inside an epoch takes exactly the steps it had left.
     """
 
     def __init__(self, dataset, batch_size, world_size=1, rank=0):
         self.sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True,
                                           seed=SAMPLE_ORDER_SEED, drop_last=False)
         self.sizes = step_sizes(self.sampler.num_samples, batch_size, world_size)
+        self.first_step = 0
 
-    def set_epoch(self, epoch):
+    def set_epoch(self, epoch, first_step=0):
+        if not 0 <= first_step <= len(self.sizes):
+            raise ValueError(f"first step {first_step} is outside an epoch of {len(self.sizes)} steps")
         self.sampler.set_epoch(epoch)
+        self.first_step = first_step
+
+    @property
+    def steps_per_epoch(self):
+        return len(self.sizes)
 
     def __len__(self):
-        return len(self.sizes)
+        return len(self.sizes) - self.first_step  # the steps this pass yields
 
     def __iter__(self):
         indices = list(self.sampler)
-        start = 0
-        for size in self.sizes:
+        start = sum(self.sizes[:self.first_step])
+        for size in self.sizes[self.first_step:]:
             yield indices[start:start + size]
             start += size
 

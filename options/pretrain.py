@@ -12,6 +12,9 @@ from options.released import PRETRAIN, add_retired_args
 def build_parser():
     parser = argparse.ArgumentParser(
         description="UmURL self-supervised pretraining. Launch with torchrun for several processes.",
+        epilog="exit codes: 0 done; 1 an error, a non-finite loss or state included (nothing non-finite is saved); "
+               "2 a bad command line; 75 stopped by SIGTERM or SIGUSR1 after a step, with checkpoint_last.pth.tar "
+               "written inside the epoch: run the same command to continue exactly",
         formatter_class=HelpFormatter)
     train = parser.add_argument_group("optimisation (released settings)")
     train.add_argument("--lr", "--learning-rate", type=float, default=5e-4, action=checked(non_negative_finite),
@@ -37,7 +40,11 @@ def build_parser():
     run.add_argument("--checkpoint-path", type=Path, default=Path("./checkpoints/pretrain"),
                      help="run folder: checkpoints, config.json, log.jsonl and TensorBoard logs")
     run.add_argument("--resume", type=Path, default=None,
-                     help="checkpoint to resume from (default: <checkpoint-path>/checkpoint_last.pth.tar if present)")
+                     help="checkpoint to start a new run folder from; a run folder that holds a state "
+                          "(checkpoint_last.pth.tar) always continues from it, so the same command restarts safely")
+    run.add_argument("--allow-config-change", action="store_true",
+                     help="resume although a setting that changes the result (batch, lr, schedule, seed, sizes, "
+                          "data...) differs from the checkpoint's; the change is recorded in resumes.jsonl")
     run.add_argument("--save-freq", type=int, default=50, action=checked(at_least(1)),
                      help="write checkpoint_{epoch:04d}.pth.tar when epoch %% save-freq == 0 and after the last")
     speed = parser.add_argument_group("speed (off by default: the released pipeline)")

@@ -205,29 +205,32 @@ def test_numpy_and_torch_views_agree_in_distribution():
 
 # ----------------------------------------------------------------------------- BatchAugment and the raw feeder
 
-def test_batch_augment_is_a_function_of_seed_epoch_and_rank():
+def test_batch_augment_is_a_function_of_seed_epoch_rank_and_step():
     x, valid = (torch.from_numpy(a) for a in raw_batch(n=4))
     augment = batch.BatchAugment(seed=7, device=torch.device("cpu"))
-    first = augment(x, valid)
-    augment.set_epoch(0)
-    again = augment(x, valid)
+    first = augment(x, valid, step=0)
+    second = augment(x, valid, step=1)
     assert len(first) == batch.NUM_VIEWS
-    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not torch.equal(second[0], first[0])
+    # A run resumed inside the epoch draws step 1 again without having drawn step 0 in this process.
+    resumed = batch.BatchAugment(seed=7, device=torch.device("cpu"))
+    assert all(torch.equal(a, b) for a, b in zip(resumed(x, valid, step=1), second))
+    assert all(torch.equal(a, b) for a, b in zip(resumed(x, valid, step=0), first))
     augment.set_epoch(1)
-    assert not torch.equal(augment(x, valid)[0], first[0])
+    assert not torch.equal(augment(x, valid, step=0)[0], first[0])
     other_rank = batch.BatchAugment(seed=7, device=torch.device("cpu"), rank=1)
-    assert not torch.equal(other_rank(x, valid)[0], first[0])
+    assert not torch.equal(other_rank(x, valid, step=0)[0], first[0])
     assert all(torch.isfinite(v).all() for v in first), "a view read a padding frame"
 
 
 def test_batch_augment_passes_its_minimum_crop_to_the_views():
     x, valid = (torch.from_numpy(a) for a in raw_batch(n=6, frames=40))  # 20 to 40 real frames
-    seed = batch.epoch_seed(3, 0, 0)
+    seed = batch.step_seed(3, 0, 0, 0)
     for min_crop_length in (64, 16):
         augment = batch.BatchAugment(seed=3, device=torch.device("cpu"), min_crop_length=min_crop_length)
         expected = batch.pretrain_views(x, valid, generator(seed), min_crop_length=min_crop_length)
-        assert all(torch.equal(a, b) for a, b in zip(augment(x, valid), expected))
-    default = batch.BatchAugment(seed=3, device=torch.device("cpu"))(x, valid)
+        assert all(torch.equal(a, b) for a, b in zip(augment(x, valid, step=0), expected))
+    default = batch.BatchAugment(seed=3, device=torch.device("cpu"))(x, valid, step=0)
     assert all(torch.equal(a, b) for a, b in zip(default, batch.pretrain_views(x, valid, generator(seed))))
     assert not torch.equal(default[0], expected[0])  # 16 lets crops of 40-frame samples vary, 64 does not
 

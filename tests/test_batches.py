@@ -38,3 +38,16 @@ def test_processes_share_the_step_count_and_every_sample_is_seen():
     assert len({len(b) for b in ranks}) == 1
     seen = {i for b in ranks for batch in b for i in batch}
     assert seen == set(dataset)  # padded with repeats to 24, but nothing is left out
+
+
+def test_a_first_step_leaves_out_the_steps_an_interrupted_epoch_took():
+    dataset = list(range(23))
+    batches = EpochBatches(dataset, batch_size=4, world_size=1)
+    batches.set_epoch(3)
+    whole = list(batches)
+    batches.set_epoch(3, first_step=2)
+    assert list(batches) == whole[2:] and len(batches) == len(whole) - 2 and batches.steps_per_epoch == len(whole)
+    batches.set_epoch(4)  # the next epoch is whole again
+    assert len(list(batches)) == len(whole) == len(batches)
+    with pytest.raises(ValueError, match="outside an epoch of 6 steps"):
+        batches.set_epoch(3, first_step=7)

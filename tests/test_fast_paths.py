@@ -133,7 +133,8 @@ def test_resume_keeps_the_fused_kernel_when_the_checkpoint_was_written_without_i
                tmp_path / "ckpt.pth.tar")
     optimizer = pretrain.build_optimizer(model, 5e-4, 1e-5, torch.device("cpu"))
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    assert pretrain.resume(tmp_path / "ckpt.pth.tar", model, optimizer, scaler) == 3
+    saved = read_checkpoint(tmp_path / "ckpt.pth.tar")
+    assert pretrain.resume(saved, tmp_path / "ckpt.pth.tar", model, optimizer, scaler, plan=(1, 8)) == (3, None)
     assert optimizer.param_groups[0]["fused"] is True
 
 
