@@ -5,11 +5,16 @@ its time limit. While `StopSignals` is active, either signal only raises a flag;
 after every step, every process agreeing (distributed.any_process: under torchrun only some processes
 may get the signal), writes a checkpoint that resumes inside the epoch, and exits with EXIT_CODE.
 
-DataLoader workers ignore both signals (`ignore_in_worker`): SLURM signals every process of a job,
-and a worker that died of it would take the run down before the checkpoint.
+DataLoader workers ignore both signals while training runs (`ignore_in_worker`): SLURM signals every
+process of a job, and a worker that died of it would take the run down before the checkpoint. Once
+training ends, normally or by an exception, a SIGTERM ends a worker again: multiprocessing's exit
+handler terminates the daemonic workers with SIGTERM and waits for them, so a worker that ignored it
+for good would make every crashed run hang at exit.
 """
 import os
 import signal
+
+import torch
 
 import distributed
 
@@ -24,13 +29,17 @@ class StopSignals:
     def __init__(self):
         self.received = None  # the signal's name once one arrived
         self._previous = {}
+        # True while the block runs; shared with the DataLoader workers (give it to ignore_in_worker).
+        self.shield = torch.zeros((), dtype=torch.bool).share_memory_()
 
     def __enter__(self):
         for number in SIGNALS:
             self._previous[number] = signal.signal(number, self._handle)
+        self.shield.fill_(True)
         return self
 
     def __exit__(self, *exc):
+        self.shield.fill_(False)
         for number, handler in self._previous.items():
             signal.signal(number, handler)
         return False
@@ -43,7 +52,14 @@ class StopSignals:
         return distributed.any_process(self.received is not None, device)
 
 
-def ignore_in_worker():
-    """For DataLoader workers: the main process decides when to stop, the worker must not die of the signal."""
-    for number in SIGNALS:
-        signal.signal(number, signal.SIG_IGN)
+def ignore_in_worker(shield):
+    """For DataLoader workers: while `shield` (StopSignals.shield) is set the main process decides when to
+    stop and the worker must not die of a stop signal; after it, SIGTERM ends the worker as usual."""
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
+    def on_sigterm(number, frame):
+        if not bool(shield):
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_sigterm)

@@ -21,6 +21,7 @@ Restarts, preemption, blow-ups (README, Reliability):
   and the process exits with code 75 (preemption.py); the same command then carries on exactly.
 - A state with NaN or Inf is never saved; the message names the latest good checkpoint (exit code 1).
 """
+import functools
 import math
 import sys
 import time
@@ -244,10 +245,10 @@ def resume(saved, source, model, optimizer, scaler, plan):
     return epoch, EpochProgress(plan, progress)
 
 
-def init_loader_worker(worker_id):
-    """A DataLoader worker neither dies of a preemption signal (the main process stops the run) nor keeps
-    the run folder locked once the main process is gone."""
-    preemption.ignore_in_worker()
+def init_loader_worker(shield, worker_id):
+    """A DataLoader worker neither dies of a preemption signal while training runs (the main process stops
+    the run; `shield` is StopSignals.shield) nor keeps the run folder locked once the main process is gone."""
+    preemption.ignore_in_worker(shield)
     run_folder.RunLock.forget_in_child()
 
 
@@ -353,7 +354,9 @@ def pretrain(args, rank, world_size, local_rank, device, amp_dtype, protocol):
     if args.compile:  # after the DDP wrapper, as torch recommends; checkpoints keep the plain module
         model = torch.compile(model)
 
-    loader = DataLoader(dataset, batch_sampler=batches, num_workers=args.workers, worker_init_fn=init_loader_worker,
+    stop = preemption.StopSignals()
+    loader = DataLoader(dataset, batch_sampler=batches, num_workers=args.workers,
+                        worker_init_fn=functools.partial(init_loader_worker, stop.shield),
                         pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
     if folds_single_sample(batches.sampler.num_samples, per_process_batch, world_size):
         utils.main_print(f"note: {len(dataset)} samples leave 1 for the last step of each epoch; a batch of one has "
@@ -367,7 +370,7 @@ def pretrain(args, rank, world_size, local_rank, device, amp_dtype, protocol):
                      + (f", BatchNorm synchronised by {config['sync_batchnorm']}" if world_size > 1 else ""))
 
     run_start, epochs_timed, code = time.perf_counter(), 0, 0
-    with preemption.StopSignals() as stop:
+    with stop:
         for epoch in range(start_epoch, args.epochs):
             batches.set_epoch(epoch, first_step=progress.steps if progress else 0)
             dataset.set_epoch(epoch)

@@ -6,12 +6,14 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import numpy as np
 import pytest
 import torch
 
+import preemption
 import pretrain
 import run_folder
 from checkpoint import read_checkpoint, save_atomic
@@ -250,12 +252,13 @@ def test_a_loader_worker_survives_the_stop_signals_and_lets_go_of_the_lock(tmp_p
     inherit the main process's handlers): SIGTERM and SIGUSR1 leave it running, and it closes its copy of the
     lock's descriptor, so that the lock ends with the main process."""
     lock = run_folder.RunLock(tmp_path)
+    shield = torch.ones((), dtype=torch.bool).share_memory_()  # training runs (StopSignals.shield)
     try:
         child = os.fork()
         if child == 0:  # the worker: report by exit status, never return into pytest
             code = 1
             try:
-                pretrain.init_loader_worker(0)
+                pretrain.init_loader_worker(shield, 0)
                 os.kill(os.getpid(), signal.SIGTERM)
                 os.kill(os.getpid(), signal.SIGUSR1)
                 try:
@@ -327,3 +330,48 @@ def test_every_file_of_a_run_folder_is_readable_by_the_group_under_umask_022(dat
     assert {"checkpoint_last.pth.tar", "checkpoint_0001.pth.tar", "log.jsonl", "config.json", "resumes.jsonl",
             "run.lock"} <= set(modes)
     assert set(modes.values()) == {"0o644"}, modes
+
+
+def test_a_loader_worker_dies_of_sigterm_again_once_training_has_ended():
+    """Once the main process has left training (StopSignals.shield cleared, also when an exception ended
+    it), SIGTERM ends a worker: multiprocessing's exit handler terminates the workers with SIGTERM and waits
+    for them, so a worker that ignored it for good made a crashed run hang at exit."""
+    stop = preemption.StopSignals()
+    child = os.fork()
+    if child == 0:
+        try:
+            pretrain.init_loader_worker(stop.shield, 0)
+            time.sleep(30)
+        finally:
+            os._exit(3)
+    with stop:
+        pass
+    time.sleep(0.2)  # let the child install its handlers
+    os.kill(child, signal.SIGTERM)
+    _, status = os.waitpid(child, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
+
+
+def test_a_crash_inside_training_with_loader_workers_exits_at_once(tmp_path):
+    """An exception in the training loop with DataLoader workers must end the process, not leave it waiting
+    on a worker that ignores the exit handler's SIGTERM."""
+    script = tmp_path / "crash.py"
+    script.write_text(f"""
+import sys
+sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / "tests")!r}]
+from pathlib import Path
+from test_pretrain import make_demo_data, run_args
+import preemption
+import pretrain
+root = make_demo_data(Path({str(tmp_path / "data")!r}))
+real, calls = pretrain.umurl_loss, []
+def crash(z):
+    calls.append(1)
+    if len(calls) == 2:
+        raise RuntimeError("injected crash")
+    return real(z)
+pretrain.umurl_loss = crash
+pretrain.main(run_args(root, Path({str(tmp_path / "run")!r}), "--epochs", "1", "--batch-size", "4", "--workers", "1"))
+""")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "injected crash" in result.stderr
