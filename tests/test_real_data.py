@@ -2,7 +2,6 @@
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -28,9 +27,7 @@ def quick_args(out, *extra):
                     reason=f"MSR Action3D not found at {MSR_DATA} (../shared/data/msr_action3d beside the checkout)")
 def test_quick_run_end_to_end_on_the_real_data(tmp_path):
     out, seeds = tmp_path / "run", [0, 5]
-    start = time.perf_counter()
     report = real_data.main(quick_args(out, "--seeds", *map(str, seeds)))
-    assert time.perf_counter() - start < 60
 
     assert report["samples"] == {"train": 284, "val": 273}  # the 557-sequence cross-subject split
     pretrain_config = json.loads((out / "seed0" / "pretrain" / "config.json").read_text())["config"]
