@@ -22,3 +22,16 @@ def golden(fixtures_dir):
     import torch
 
     return torch.load(fixtures_dir / "umurl_golden.pt", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Runs inside the test process use one thread, like the subprocesses the same tests start: on a busy
+    2-core machine two spinning threads per run make in-process runs several times slower. Use with
+    `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

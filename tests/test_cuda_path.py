@@ -20,7 +20,7 @@ import distributed
 import pretrain
 import utils
 from checkpoint import read_checkpoint
-from test_pretrain import TINY, epoch_losses, make_demo_data, run_args, without_zero_gradient_entries
+from test_pretrain import TINY, epoch_losses, make_demo_data, straight_and_resumed, without_zero_gradient_entries
 from umurl import UmURL, umurl_loss
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,10 +83,6 @@ def test_an_overflowing_fp16_step_is_skipped_and_the_scale_halves():
     assert not any(torch.equal(before[name], p) for name, p in model.named_parameters())
 
 
-class Interrupted(Exception):
-    pass
-
-
 @pytest.fixture
 def restless_scaler(monkeypatch):
     """GradScaler starting high and growing after every good step: the scale overflows, halves and
@@ -97,25 +93,8 @@ def restless_scaler(monkeypatch):
 
 
 def test_an_fp16_run_resumed_with_its_scaler_state_ends_bit_identical(restless_scaler, tmp_path, monkeypatch):
-    data_root = make_demo_data(tmp_path / "data")
     extra = [*FP16, "--epochs", "3", "--batch-size", "4", "--workers", "0", "--seed", "3"]
-    straight = tmp_path / "straight"
-    pretrain.main(run_args(data_root, straight, *extra))
-
-    resumed = tmp_path / "resumed"
-    real_epoch, calls = pretrain.train_one_epoch, []
-
-    def dies_in_epoch_two(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise Interrupted("killed during epoch 2")
-        return real_epoch(*args, **kwargs)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(pretrain, "train_one_epoch", dies_in_epoch_two)
-        with pytest.raises(Interrupted):
-            pretrain.main(run_args(data_root, resumed, *extra))
-    pretrain.main(run_args(data_root, resumed, *extra))
+    straight, resumed = straight_and_resumed(make_demo_data(tmp_path / "data"), tmp_path, extra, monkeypatch)
 
     first, second = (read_checkpoint(run / "checkpoint_last.pth.tar") for run in (straight, resumed))
     assert first["config"]["amp_dtype"] == "float16"

@@ -104,13 +104,11 @@ class Interrupted(Exception):
     pass
 
 
-def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(data_root, tmp_path, monkeypatch):
-    # 16 samples in batches of 6: every epoch ends with a partial batch of 4.
-    extra = ["--epochs", "3", "--batch-size", "6", "--workers", "2", "--seed", "7"]
-    straight = tmp_path / "straight"
+def straight_and_resumed(data_root, tmp_path, extra, monkeypatch):
+    """Run `extra` straight through, and again interrupted in epoch 2 then started again with the same
+    command; returns both run folders (for 3-epoch runs)."""
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     pretrain.main(run_args(data_root, straight, *extra))
-
-    resumed = tmp_path / "resumed"
     real_epoch, calls = pretrain.train_one_epoch, []
 
     def dies_in_epoch_two(*args, **kwargs):
@@ -119,13 +117,19 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(data_root, tmp
             raise Interrupted("killed during epoch 2")
         return real_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(pretrain, "train_one_epoch", dies_in_epoch_two)
-    with pytest.raises(Interrupted):
-        pretrain.main(run_args(data_root, resumed, *extra))
-    monkeypatch.undo()
+    with monkeypatch.context() as patch:
+        patch.setattr(pretrain, "train_one_epoch", dies_in_epoch_two)
+        with pytest.raises(Interrupted):
+            pretrain.main(run_args(data_root, resumed, *extra))
     assert read_checkpoint(resumed / "checkpoint_last.pth.tar")["epoch"] == 2
     pretrain.main(run_args(data_root, resumed, *extra))  # the same command again: resumes by itself
+    return straight, resumed
 
+
+def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(data_root, tmp_path, monkeypatch):
+    # 16 samples in batches of 6: every epoch ends with a partial batch of 4.
+    extra = ["--epochs", "3", "--batch-size", "6", "--workers", "2", "--seed", "7"]
+    straight, resumed = straight_and_resumed(data_root, tmp_path, extra, monkeypatch)
     assert epoch_losses(resumed) == epoch_losses(straight)
     final_straight, final_resumed = weights(straight), weights(resumed)
     assert all(torch.equal(final_straight[k], final_resumed[k]) for k in final_straight)

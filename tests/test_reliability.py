@@ -150,14 +150,7 @@ def run_forked_until_killed(target, *args):
     return child.exitcode
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Runs inside this process use one thread, like the subprocesses: on a busy 2-core machine two
-    spinning threads per run make the in-process runs several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -29,12 +29,7 @@ def parse(data_root, run_dir, *extra):
     return build_parser().parse_args(pretrain_command(data_root, run_dir, *SHORT, *extra)[2:])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
