@@ -33,14 +33,15 @@ evaluation; final_top1/final_top5 are those of the last epoch.
 """
 import json
 import time
+from contextlib import ExitStack
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 from torch.utils.tensorboard import SummaryWriter
-from tqdm import tqdm
 
+import console
 import utils
 from checkpoint import CheckpointError, save_atomic
 from dataset import build_downstream_datasets, num_classes
@@ -135,7 +136,8 @@ def train_one_epoch(model, batches, optimizer, scaler, device, amp_dtype, *, fro
     model.train(train_encoder)
     loss_meter, correct, seen = utils.AverageMeter(), 0, 0
     # Stored features make an epoch take milliseconds: a per-step bar would only flicker.
-    for x, y in tqdm(batches, desc=desc, disable=from_features, miniters=print_freq, dynamic_ncols=True, leave=False):
+    for x, y in console.progress_bar(batches, desc=desc, disable=from_features, miniters=print_freq,
+                                     dynamic_ncols=True, leave=False):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with utils.autocast(device, amp_dtype):
             logits = classify(model, x, from_features)
@@ -200,103 +202,106 @@ def training_setup(model, finetune, cache_features):
 
 
 def main(args):
-    args = resolve_training_settings(args)
-    utils.require_single_process("action_recognition.py")
-    device = utils.resolve_device(args.device)
-    amp_dtype = utils.resolve_amp_dtype(device, args.amp, args.amp_dtype)
-    mode = mode_name(args)
+    with ExitStack() as train_log:  # the run folder's train.log, once the folder is ready
+        args = resolve_training_settings(args)
+        utils.require_single_process("action_recognition.py")
+        device = utils.resolve_device(args.device)
+        amp_dtype = utils.resolve_amp_dtype(device, args.amp, args.amp_dtype)
+        mode = mode_name(args)
 
-    # Start-up checks first: a wrong folder or checkpoint must fail in seconds.
-    protocol = get_protocol(args.dataset, args.protocol)
-    sizes = model_sizes(args, protocol)  # checks --hidden-size against --num-head
-    train_set, val_set = build_downstream_datasets(args.data_root, args.dataset, args.protocol)
-    classes = num_classes(args.data_root, args.dataset, args.protocol)
-    utils.seed_everything(args.seed)  # the classifier's N(0, 0.01) initialisation
-    model, source = utils.load_downstream_model(classes, sizes, args.modalities, args.pretrained)
-    # After the checkpoint was found usable: --overwrite then deletes the earlier results.
-    run_dir = utils.prepare_evaluation_folder(args.checkpoint_path, args.overwrite)
-    config = {**utils.config_dict(args), "mode": mode, "device": str(device),
-              "amp_dtype": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32"}
-    utils.write_config(run_dir, config)
+        # Start-up checks first: a wrong folder or checkpoint must fail in seconds.
+        protocol = get_protocol(args.dataset, args.protocol)
+        sizes = model_sizes(args, protocol)  # checks --hidden-size against --num-head
+        train_set, val_set = build_downstream_datasets(args.data_root, args.dataset, args.protocol)
+        classes = num_classes(args.data_root, args.dataset, args.protocol)
+        utils.seed_everything(args.seed)  # the classifier's N(0, 0.01) initialisation
+        model, source = utils.load_downstream_model(classes, sizes, args.modalities, args.pretrained)
+        # After the checkpoint was found usable: --overwrite then deletes the earlier results.
+        run_dir = utils.prepare_evaluation_folder(args.checkpoint_path, args.overwrite)
+        train_log.enter_context(console.copy_output_to(run_dir / "train.log"))
+        config = {**utils.config_dict(args), "mode": mode, "device": str(device),
+                  "amp_dtype": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32"}
+        utils.write_config(run_dir, config)
 
-    model.to(device)
+        model.to(device)
 
-    if args.label_fraction < 1.0:
-        indices = label_subset(train_set.labels, args.label_fraction, args.seed)
-        write_labelled_samples(run_dir, train_set, indices, args.label_fraction, args.seed)
-        train_set = Subset(train_set, indices.tolist())
+        if args.label_fraction < 1.0:
+            indices = label_subset(train_set.labels, args.label_fraction, args.seed)
+            write_labelled_samples(run_dir, train_set, indices, args.label_fraction, args.seed)
+            train_set = Subset(train_set, indices.tolist())
 
-    parameters, from_features, snapshot, feature_note = training_setup(model, args.finetune, args.cache_features)
-    utils.main_print(f"{mode}: {args.dataset} {args.protocol}, {classes} classes, {len(train_set)} training and "
-                     f"{len(val_set)} validation samples, modalities {'+'.join(model.modalities)}, {source}; "
-                     f"{feature_note}; {device.type}, precision {config['amp_dtype']}, run folder {run_dir}")
+        parameters, from_features, snapshot, feature_note = training_setup(model, args.finetune, args.cache_features)
+        utils.main_print(f"{mode}: {args.dataset} {args.protocol}, {classes} classes, {len(train_set)} training and "
+                         f"{len(val_set)} validation samples, modalities {'+'.join(model.modalities)}, {source}; "
+                         f"{feature_note}; {device.type}, precision {config['amp_dtype']}, run folder {run_dir}")
 
-    feature_time = 0.0
-    train_data, val_data = train_set, val_set
-    if from_features:
-        tick = time.perf_counter()
-        train_data = utils.extract_features(model, train_set, args.batch_size, args.workers, device, amp_dtype,
-                                            "train features", args.print_freq)
-        val_data = utils.extract_features(model, val_set, args.batch_size, args.workers, device, amp_dtype,
-                                          "val features", args.print_freq)
-        feature_time = time.perf_counter() - tick
-        utils.main_print(f"encoded {len(train_set)} + {len(val_set)} samples in {feature_time:.1f}s")
+        feature_time = 0.0
+        train_data, val_data = train_set, val_set
+        if from_features:
+            tick = time.perf_counter()
+            train_data = utils.extract_features(model, train_set, args.batch_size, args.workers, device, amp_dtype,
+                                                "train features", args.print_freq)
+            val_data = utils.extract_features(model, val_set, args.batch_size, args.workers, device, amp_dtype,
+                                              "val features", args.print_freq)
+            feature_time = time.perf_counter() - tick
+            utils.main_print(f"encoded {len(train_set)} + {len(val_set)} samples in {feature_time:.1f}s")
 
-    optimizer = torch.optim.SGD(parameters, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    writer = SummaryWriter(run_dir / "tensorboard")
-    val_batches = in_order_batches(len(val_set), args.batch_size)
-    best = {"top1": -1.0}
-    train_start = time.perf_counter()
-    epochs = tqdm(range(args.epochs), desc=mode, dynamic_ncols=True)
-    for epoch in epochs:
-        lr = utils.learning_rate(epoch, args.lr, args.epochs, args.schedule)
-        utils.set_learning_rate(optimizer, lr)
-        batches = batches_of(train_data, epoch_batches(len(train_set), args.batch_size, args.seed, epoch),
-                             args.workers, device)
-        stats = train_one_epoch(model, batches, optimizer, scaler, device, amp_dtype, from_features=from_features,
-                                train_encoder=args.finetune, desc=f"epoch {epoch}", print_freq=args.print_freq)
-        if snapshot is not None and epoch == 0:
+        optimizer = torch.optim.SGD(parameters, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+        scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+        writer = SummaryWriter(run_dir / "tensorboard")
+        val_batches = in_order_batches(len(val_set), args.batch_size)
+        best = {"top1": -1.0}
+        train_start = time.perf_counter()
+        epochs = console.progress_bar(range(args.epochs), desc=mode, dynamic_ncols=True)
+        for epoch in epochs:
+            lr = utils.learning_rate(epoch, args.lr, args.epochs, args.schedule)
+            utils.set_learning_rate(optimizer, lr)
+            batches = batches_of(train_data, epoch_batches(len(train_set), args.batch_size, args.seed, epoch),
+                                 args.workers, device)
+            stats = train_one_epoch(model, batches, optimizer, scaler, device, amp_dtype, from_features=from_features,
+                                    train_encoder=args.finetune, desc=f"epoch {epoch}", print_freq=args.print_freq)
+            if snapshot is not None and epoch == 0:
+                check_encoder_unchanged(model, snapshot)
+            record = {"epoch": epoch, "lr": lr, "train_loss": stats["loss"], "train_top1": stats["top1"]}
+            if (epoch + 1) % args.eval_freq == 0 or epoch == args.epochs - 1:
+                metrics = evaluate(model, batches_of(val_data, val_batches, args.workers, device), device, amp_dtype,
+                                   from_features=from_features)
+                record.update({f"val_{key}": value for key, value in metrics.items()})
+                if metrics["top1"] > best["top1"]:
+                    best = {**metrics, "epoch": epoch}
+                for key, value in metrics.items():
+                    writer.add_scalar(f"val/{key}", value, epoch)
+                epochs.write(f"epoch {epoch}: train loss {stats['loss']:.4f}, val top-1 {metrics['top1']:.2f} "
+                             f"top-5 {metrics['top5']:.2f} (best top-1 {best['top1']:.2f} at epoch {best['epoch']})")
+            epochs.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{lr:.1e}")
+            writer.add_scalar("train/loss", stats["loss"], epoch)
+            writer.add_scalar("train/top1", stats["top1"], epoch)
+            writer.add_scalar("train/lr", lr, epoch)
+            utils.append_jsonl(run_dir / "log.jsonl", record)
+        writer.close()
+        train_time = time.perf_counter() - train_start
+
+        if snapshot is not None:
             check_encoder_unchanged(model, snapshot)
-        record = {"epoch": epoch, "lr": lr, "train_loss": stats["loss"], "train_top1": stats["top1"]}
-        if (epoch + 1) % args.eval_freq == 0 or epoch == args.epochs - 1:
-            metrics = evaluate(model, batches_of(val_data, val_batches, args.workers, device), device, amp_dtype,
-                               from_features=from_features)
-            record.update({f"val_{key}": value for key, value in metrics.items()})
-            if metrics["top1"] > best["top1"]:
-                best = {**metrics, "epoch": epoch}
-            for key, value in metrics.items():
-                writer.add_scalar(f"val/{key}", value, epoch)
-            epochs.write(f"epoch {epoch}: train loss {stats['loss']:.4f}, val top-1 {metrics['top1']:.2f} "
-                         f"top-5 {metrics['top5']:.2f} (best top-1 {best['top1']:.2f} at epoch {best['epoch']})")
-        epochs.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{lr:.1e}")
-        writer.add_scalar("train/loss", stats["loss"], epoch)
-        writer.add_scalar("train/top1", stats["top1"], epoch)
-        writer.add_scalar("train/lr", lr, epoch)
-        utils.append_jsonl(run_dir / "log.jsonl", record)
-    writer.close()
-    train_time = time.perf_counter() - train_start
-
-    if snapshot is not None:
-        check_encoder_unchanged(model, snapshot)
-        utils.main_print("sanity check passed: no encoder tensor changed during the linear probe")
-    final = metrics  # the last epoch is always evaluated
-    results = {"mode": mode, "dataset": args.dataset, "protocol": args.protocol, "modalities": list(model.modalities),
-               "label_fraction": args.label_fraction, "train_samples": len(train_set), "val_samples": len(val_set),
-               "pretrained": str(args.pretrained), "features": "cached" if from_features else "encoded per batch",
-               # best_*: the released figure ("Final best accuracy"), the one to compare with the paper.
-               "best_top1": best["top1"], "best_top5": best["top5"], "best_epoch": best["epoch"],
-               "final_top1": final["top1"], "final_top5": final["top5"], "epochs": args.epochs,
-               "feature_time_s": feature_time, "train_time_s": train_time}
-    utils.write_results(run_dir, results)
-    save_atomic({"epoch": args.epochs, "state_dict": model.state_dict(), "config": config, "results": results},
-                run_dir / "model_final.pth.tar")
-    print(utils.result_line(mode, {
-        "best_top1": best["top1"], "best_top5": best["top5"], "best_epoch": best["epoch"],
-        "final_top1": final["top1"], "final_top5": final["top5"], "dataset": args.dataset, "protocol": args.protocol,
-        "modalities": "+".join(model.modalities),
-        "label_fraction": f"{args.label_fraction:g}"}), flush=True)
-    return results
+            utils.main_print("sanity check passed: no encoder tensor changed during the linear probe")
+        final = metrics  # the last epoch is always evaluated
+        results = {"mode": mode, "dataset": args.dataset, "protocol": args.protocol,
+                   "modalities": list(model.modalities), "label_fraction": args.label_fraction,
+                   "train_samples": len(train_set), "val_samples": len(val_set),
+                   "pretrained": str(args.pretrained), "features": "cached" if from_features else "encoded per batch",
+                   # best_*: the released figure ("Final best accuracy"), the one to compare with the paper.
+                   "best_top1": best["top1"], "best_top5": best["top5"], "best_epoch": best["epoch"],
+                   "final_top1": final["top1"], "final_top5": final["top5"], "epochs": args.epochs,
+                   "feature_time_s": feature_time, "train_time_s": train_time}
+        utils.write_results(run_dir, results)
+        save_atomic({"epoch": args.epochs, "state_dict": model.state_dict(), "config": config, "results": results},
+                    run_dir / "model_final.pth.tar")
+        print(utils.result_line(mode, {
+            "best_top1": best["top1"], "best_top5": best["top5"], "best_epoch": best["epoch"],
+            "final_top1": final["top1"], "final_top5": final["top5"], "dataset": args.dataset,
+            "protocol": args.protocol, "modalities": "+".join(model.modalities),
+            "label_fraction": f"{args.label_fraction:g}"}), flush=True)
+        return results
 
 
 if __name__ == "__main__":

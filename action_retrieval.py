@@ -16,10 +16,12 @@ config.json and results.json (a folder holding an earlier run's results is refus
 --overwrite); the last line printed is `RESULT knn top1=... k=... dataset=...`.
 """
 import time
+from contextlib import ExitStack
 
 import torch
 import torch.nn.functional as F
 
+import console
 import utils
 from checkpoint import CheckpointError
 from dataset import build_downstream_datasets, num_classes
@@ -57,47 +59,52 @@ def evaluate(train_features, train_labels, val_features, val_labels, k, chunk_si
 
 
 def main(args):
-    utils.require_single_process("action_retrieval.py")
-    device = utils.resolve_device(args.device)
-    amp_dtype = utils.resolve_amp_dtype(device, args.amp, args.amp_dtype)
+    with ExitStack() as train_log:  # the run folder's train.log, once the folder is ready
+        utils.require_single_process("action_retrieval.py")
+        device = utils.resolve_device(args.device)
+        amp_dtype = utils.resolve_amp_dtype(device, args.amp, args.amp_dtype)
 
-    protocol = get_protocol(args.dataset, args.protocol)
-    sizes = model_sizes(args, protocol)  # checks --hidden-size against --num-head
-    train_set, val_set = build_downstream_datasets(args.data_root, args.dataset, args.protocol)
-    classes = num_classes(args.data_root, args.dataset, args.protocol)
-    if not 1 <= args.knn_neighbours <= len(train_set):
-        raise SystemExit(f"--knn-neighbours must be between 1 and the {len(train_set)} training samples, "
-                         f"got {args.knn_neighbours}")
-    utils.seed_everything(args.seed)  # only the unused classifier head draws random numbers
-    model, source = utils.load_downstream_model(classes, sizes, args.modalities, args.pretrained)
-    # After the checkpoint was found usable: --overwrite then deletes the earlier results.
-    run_dir = utils.prepare_evaluation_folder(args.checkpoint_path, args.overwrite)
-    config = {**utils.config_dict(args), "device": str(device),
-              "amp_dtype": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32"}
-    utils.write_config(run_dir, config)
+        protocol = get_protocol(args.dataset, args.protocol)
+        sizes = model_sizes(args, protocol)  # checks --hidden-size against --num-head
+        train_set, val_set = build_downstream_datasets(args.data_root, args.dataset, args.protocol)
+        classes = num_classes(args.data_root, args.dataset, args.protocol)
+        if not 1 <= args.knn_neighbours <= len(train_set):
+            raise SystemExit(f"--knn-neighbours must be between 1 and the {len(train_set)} training samples, "
+                             f"got {args.knn_neighbours}")
+        utils.seed_everything(args.seed)  # only the unused classifier head draws random numbers
+        model, source = utils.load_downstream_model(classes, sizes, args.modalities, args.pretrained)
+        # After the checkpoint was found usable: --overwrite then deletes the earlier results.
+        run_dir = utils.prepare_evaluation_folder(args.checkpoint_path, args.overwrite)
+        train_log.enter_context(console.copy_output_to(run_dir / "train.log"))
+        config = {**utils.config_dict(args), "device": str(device),
+                  "amp_dtype": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32"}
+        utils.write_config(run_dir, config)
 
-    model.to(device)
-    utils.main_print(f"kNN (k={args.knn_neighbours}): {args.dataset} {args.protocol}, {len(train_set)} training and "
-                     f"{len(val_set)} validation samples, modalities {'+'.join(model.modalities)}, {source}; "
-                     f"{device.type}, precision {config['amp_dtype']}")
+        model.to(device)
+        utils.main_print(f"kNN (k={args.knn_neighbours}): {args.dataset} {args.protocol}, {len(train_set)} "
+                         f"training and {len(val_set)} validation samples, modalities {'+'.join(model.modalities)}, "
+                         f"{source}; "
+                         f"{device.type}, precision {config['amp_dtype']}")
 
-    tick = time.perf_counter()
-    train_features, train_labels = utils.extract_features(model, train_set, args.batch_size, args.workers, device,
-                                                          amp_dtype, "train features", args.print_freq)
-    val_features, val_labels = utils.extract_features(model, val_set, args.batch_size, args.workers, device,
-                                                      amp_dtype, "val features", args.print_freq)
-    feature_time = time.perf_counter() - tick
-    tick = time.perf_counter()
-    metrics = evaluate(train_features, train_labels, val_features, val_labels, args.knn_neighbours,
-                       args.chunk_size, classes)
-    results = {"mode": "knn", "dataset": args.dataset, "protocol": args.protocol, "modalities": list(model.modalities),
-               "k": args.knn_neighbours, "train_samples": len(train_set), "val_samples": len(val_set),
-               "pretrained": str(args.pretrained), "top1": metrics["top1"], "feature_time_s": feature_time,
-               "knn_time_s": time.perf_counter() - tick}
-    utils.write_results(run_dir, results)
-    print(utils.result_line("knn", {"top1": metrics["top1"], "k": args.knn_neighbours, "dataset": args.dataset,
-                                    "protocol": args.protocol, "modalities": "+".join(model.modalities)}), flush=True)
-    return results
+        tick = time.perf_counter()
+        train_features, train_labels = utils.extract_features(model, train_set, args.batch_size, args.workers, device,
+                                                              amp_dtype, "train features", args.print_freq)
+        val_features, val_labels = utils.extract_features(model, val_set, args.batch_size, args.workers, device,
+                                                          amp_dtype, "val features", args.print_freq)
+        feature_time = time.perf_counter() - tick
+        tick = time.perf_counter()
+        metrics = evaluate(train_features, train_labels, val_features, val_labels, args.knn_neighbours,
+                           args.chunk_size, classes)
+        results = {"mode": "knn", "dataset": args.dataset, "protocol": args.protocol,
+                   "modalities": list(model.modalities), "k": args.knn_neighbours, "train_samples": len(train_set),
+                   "val_samples": len(val_set),
+                   "pretrained": str(args.pretrained), "top1": metrics["top1"], "feature_time_s": feature_time,
+                   "knn_time_s": time.perf_counter() - tick}
+        utils.write_results(run_dir, results)
+        print(utils.result_line("knn", {"top1": metrics["top1"], "k": args.knn_neighbours, "dataset": args.dataset,
+                                        "protocol": args.protocol, "modalities": "+".join(model.modalities)}),
+              flush=True)
+        return results
 
 
 if __name__ == "__main__":

@@ -25,14 +25,14 @@ import functools
 import math
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
-from tqdm import tqdm
 
+import console
 import distributed
 import preemption
 import run_folder
@@ -113,8 +113,9 @@ def train_one_epoch(model, loader, optimizer, scaler, epoch, device, amp_dtype, 
     model.train()
     progress = progress or EpochProgress(plan=())
     trained_before = progress.train_time
-    bar = tqdm(loader, desc=f"epoch {epoch}", initial=progress.steps, total=progress.steps + len(loader),
-               disable=not distributed.is_main_process(), dynamic_ncols=True, leave=False)
+    bar = console.progress_bar(loader, desc=f"epoch {epoch}", initial=progress.steps,
+                               total=progress.steps + len(loader), disable=not distributed.is_main_process(),
+                               dynamic_ncols=True, leave=False)
     start = tick = time.perf_counter()
     for step, batch in enumerate(bar, start=progress.steps):
         views = batch_views(batch, device, augment, step)  # 4 x (B, C, T, V, M)
@@ -290,7 +291,9 @@ def main(args):
     if args.batch_size % world_size:
         raise SystemExit(f"--batch-size {args.batch_size} does not divide over {world_size} processes")
     with claim_run_folder(args.checkpoint_path, rank):
-        code = pretrain(args, rank, world_size, local_rank, device, amp_dtype, protocol)
+        # What rank 0 prints also goes to the run folder's train.log, as the released script kept it.
+        with console.copy_output_to(args.checkpoint_path / "train.log") if rank == 0 else nullcontext():
+            code = pretrain(args, rank, world_size, local_rank, device, amp_dtype, protocol)
     distributed.cleanup()
     if code:
         sys.exit(code)

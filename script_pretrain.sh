@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The released pretraining entry point, kept so that its command lines work: pretrains with the
-# released settings (scripts/pretrain.sh) into ./checkpoints/<name>/ and, as released, appends what it
-# prints to ./checkpoints/<name>/train.log.
+# released settings (scripts/pretrain.sh) into ./checkpoints/<name>/; what it prints is appended to
+# ./checkpoints/<name>/train.log, as released (pretrain.py keeps that file itself).
 #
 #   ./script_pretrain.sh [name] [dataset protocol] [extra pretrain.py flags...]
 #   ./script_pretrain.sh                                # ntu60_xsub, the run of the released script
@@ -19,6 +19,5 @@ source "$(dirname "$0")/scripts/released_runs.sh"   # released_arguments: $name 
 released_arguments ntu60_xsub "$@"
 cd "$(dirname "$0")"
 
-mkdir -p "checkpoints/$name"
-bash scripts/pretrain.sh "$dataset" "$protocol" "${GPUS:-4}" --checkpoint-path "./checkpoints/$name" \
-  "${extra[@]}" | tee -a "checkpoints/$name/train.log"
+exec bash scripts/pretrain.sh "$dataset" "$protocol" "${GPUS:-4}" --checkpoint-path "./checkpoints/$name" \
+  "${extra[@]}"

@@ -10,6 +10,8 @@ the run folder (a folder holding an earlier run's results is refused unless --ov
 uses matplotlib's Agg canvas through the Figure API, so no display and no global pyplot state are
 involved. One process on one device.
 """
+from contextlib import ExitStack
+
 import numpy as np
 import torch
 from matplotlib import colormaps
@@ -17,6 +19,7 @@ from matplotlib.figure import Figure
 from sklearn.manifold import TSNE
 from torch.utils.data import Subset
 
+import console
 import utils
 from checkpoint import CheckpointError
 from dataset import build_downstream_datasets, num_classes
@@ -79,36 +82,38 @@ def evaluate(model, dataset, batch_size, workers, device, amp_dtype, perplexity,
 
 
 def main(args):
-    utils.require_single_process("tsne.py")
-    device = utils.resolve_device(args.device)
-    amp_dtype = utils.resolve_amp_dtype(device, args.amp, args.amp_dtype)
+    with ExitStack() as train_log:  # the run folder's train.log, once the folder is ready
+        utils.require_single_process("tsne.py")
+        device = utils.resolve_device(args.device)
+        amp_dtype = utils.resolve_amp_dtype(device, args.amp, args.amp_dtype)
 
-    protocol = get_protocol(args.dataset, args.protocol)
-    sizes = model_sizes(args, protocol)  # checks --hidden-size against --num-head
-    splits = dict(zip(("train", "val"), build_downstream_datasets(args.data_root, args.dataset, args.protocol)))
-    split = splits[args.split]
-    classes, indices = choose_samples(split.labels, args.num_classes, args.seed, args.max_per_class)
-    utils.seed_everything(args.seed)  # the random-weights baseline
-    model, source = utils.load_downstream_model(num_classes(args.data_root, args.dataset, args.protocol),
-                                                sizes, args.modalities, args.pretrained)
-    # After the checkpoint was found usable: --overwrite then deletes the earlier results.
-    run_dir = utils.prepare_evaluation_folder(args.checkpoint_path, args.overwrite)
-    utils.write_config(run_dir, {**utils.config_dict(args), "classes": classes.tolist(), "samples": len(indices)})
+        protocol = get_protocol(args.dataset, args.protocol)
+        sizes = model_sizes(args, protocol)  # checks --hidden-size against --num-head
+        splits = dict(zip(("train", "val"), build_downstream_datasets(args.data_root, args.dataset, args.protocol)))
+        split = splits[args.split]
+        classes, indices = choose_samples(split.labels, args.num_classes, args.seed, args.max_per_class)
+        utils.seed_everything(args.seed)  # the random-weights baseline
+        model, source = utils.load_downstream_model(num_classes(args.data_root, args.dataset, args.protocol),
+                                                    sizes, args.modalities, args.pretrained)
+        # After the checkpoint was found usable: --overwrite then deletes the earlier results.
+        run_dir = utils.prepare_evaluation_folder(args.checkpoint_path, args.overwrite)
+        train_log.enter_context(console.copy_output_to(run_dir / "train.log"))
+        utils.write_config(run_dir, {**utils.config_dict(args), "classes": classes.tolist(), "samples": len(indices)})
 
-    model.to(device)
-    utils.main_print(f"t-SNE of {len(indices)} {args.split} samples of classes {classes.tolist()}, "
-                     f"{args.dataset} {args.protocol}, modalities {'+'.join(model.modalities)}, {source}")
+        model.to(device)
+        utils.main_print(f"t-SNE of {len(indices)} {args.split} samples of classes {classes.tolist()}, "
+                         f"{args.dataset} {args.protocol}, modalities {'+'.join(model.modalities)}, {source}")
 
-    points, labels = evaluate(model, Subset(split, indices.tolist()), args.batch_size, args.workers, device,
-                              amp_dtype, args.perplexity, args.seed, args.print_freq)
-    path = run_dir / "tsne.png"
-    title = (f"{args.dataset} {args.protocol} {args.split}, {'+'.join(model.modalities)}: "
-             f"{args.pretrained.name if args.pretrained else 'random weights'}")
-    plot(points, labels, path, title)
-    utils.write_results(run_dir, {"mode": "tsne", "classes": classes.tolist(), "samples": len(indices),
-                                  "png": str(path)})
-    print(utils.result_line("tsne", {"png": path, "classes": classes.tolist(), "samples": len(indices),
-                                     "dataset": args.dataset, "protocol": args.protocol}), flush=True)
+        points, labels = evaluate(model, Subset(split, indices.tolist()), args.batch_size, args.workers, device,
+                                  amp_dtype, args.perplexity, args.seed, args.print_freq)
+        path = run_dir / "tsne.png"
+        title = (f"{args.dataset} {args.protocol} {args.split}, {'+'.join(model.modalities)}: "
+                 f"{args.pretrained.name if args.pretrained else 'random weights'}")
+        plot(points, labels, path, title)
+        utils.write_results(run_dir, {"mode": "tsne", "classes": classes.tolist(), "samples": len(indices),
+                                      "png": str(path)})
+        print(utils.result_line("tsne", {"png": path, "classes": classes.tolist(), "samples": len(indices),
+                                         "dataset": args.dataset, "protocol": args.protocol}), flush=True)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ and (for the evaluation scripts) loading a pretrained encoder, feature extractio
 import json
 import math
 import os
+import platform
 import random
 import shutil
 import subprocess
@@ -15,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
+import console
 import distributed
 from checkpoint import CheckpointMismatch, load_encoder_weights
 from umurl import DownstreamModel
@@ -168,7 +169,7 @@ def prepare_run_folder(folder):
 # is an earlier run's result, which a new run would mix with (log.jsonl appended to, TensorBoard events
 # side by side) or replace without a word.
 EVALUATION_OUTPUTS = ("results.json", "log.jsonl", "tensorboard", "model_final.pth.tar", "labelled_samples.json",
-                      "tsne.png")
+                      "tsne.png", "train.log")
 
 
 def prepare_evaluation_folder(folder, overwrite):
@@ -195,9 +196,44 @@ def prepare_evaluation_folder(folder, overwrite):
     return prepare_run_folder(folder)
 
 
+def git_tree_dirty():
+    """Whether tracked files differ from the revision in git_revision() (None outside a git checkout)."""
+    try:
+        result = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                text=True, timeout=5, cwd=Path(__file__).parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(result.stdout.strip()) if result.returncode == 0 else None
+
+
+def device_name(device):
+    """The GPU's name for a CUDA device, else the CPU model (from /proc/cpuinfo where there is one)."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):  # a flag's choice such as "auto"
+        device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu")
+    if device.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device):
+    """What produced a run besides the code: library versions, the device, and uncommitted changes."""
+    return {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
+            "numpy": np.__version__, "device_name": device_name(device), "git_dirty": git_tree_dirty()}
+
+
 def write_config(folder, config, name="config.json"):
-    """Freeze the resolved configuration, the command line and the code revision beside the run."""
+    """Freeze the resolved configuration, the command line, the code revision (and whether the work tree
+    had uncommitted changes) and the environment beside the run."""
     record = {"config": config, "command": [sys.executable, *sys.argv], "git": git_revision(),
+              "environment": environment(config.get("device", "cpu")),
               "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     (Path(folder) / name).write_text(json.dumps(record, indent=2, default=str) + "\n")
 
@@ -292,7 +328,7 @@ def extract_features(model, dataset, batch_size, workers, device, amp_dtype, des
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         pin_memory=device.type == "cuda")
     features, labels = [], []
-    for x, y in tqdm(loader, desc=desc, miniters=print_freq, dynamic_ncols=True, leave=False):
+    for x, y in console.progress_bar(loader, desc=desc, miniters=print_freq, dynamic_ncols=True, leave=False):
         with autocast(device, amp_dtype):
             features.append(model.features(x.to(device, non_blocking=True)).float())  # (B, 2H)
         labels.append(y.to(device, non_blocking=True))

@@ -51,11 +51,11 @@ from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import console  # noqa: E402
 from data_gen.normalize import normalize_skeletons  # noqa: E402
 from options.checks import at_least, checked  # noqa: E402
 from skeleton import NTU_25  # noqa: E402
@@ -722,7 +722,7 @@ def gendata(data_paths, out_folder, dataset, ignored_sample_path=None, workers=1
         chunks = [[s.path for s in samples[i:i + chunk_size]] for i in range(0, len(samples), chunk_size)]
         # contextlib.closing shuts the pool down even when the loop below is interrupted.
         converted = contextlib.closing(_converted_chunks(chunks, workers, max_frames))
-        bar = tqdm(total=len(samples), unit="file", disable=not progress, desc=dataset)
+        bar = console.progress_bar(total=len(samples), unit="file", disable=not progress, desc=dataset)
         with converted as results, bar:
             for chunk in results:
                 errors += chunk.errors

@@ -41,11 +41,11 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from tqdm import tqdm
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import console  # noqa: E402
 from data_gen.msr_gendata import fit_length, parse_number_table  # noqa: E402
 from data_gen.normalize import normalize_skeletons  # noqa: E402
 from data_gen.ntu_gendata import (  # noqa: E402
@@ -240,7 +240,7 @@ def gendata(skeleton_path, label_path, split_file, out_folder, workers=1, num_cl
             writer = PartWriter(out_dir, part, capacities[part], sample_shape)
             writers.append(writer)
             results = _converted_videos(videos, convert, workers)
-            for names, labels, data, num_frame in tqdm(results, total=len(videos), unit="video",
+            for names, labels, data, num_frame in console.progress_bar(results, total=len(videos), unit="video",
                                                        desc=f"PKU-MMD II {part}", disable=not progress):
                 writer.write(data, names, labels, num_frame)
             writer.finish()
