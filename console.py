@@ -2,7 +2,8 @@
 
 - Progress bars only on a terminal: redirected to a file (a cluster job's log) a bar is a wall of
   carriage returns, so there the one-line-per-epoch summaries are all that is written. TQDM_DISABLE=1
-  turns them off everywhere, as it does for tqdm itself.
+  turns them off everywhere, as it does for tqdm itself; UMURL_PROGRESS_BARS=1 draws them into a
+  redirected stream too (for `tail -f` of a log, and for the tests that watch a run's progress).
 - `copy_output_to(path)`: everything the process prints from then on is also appended to a plain
   `train.log` in the run folder, as the released scripts kept one with `tee -a`; progress bars stay
   on the terminal only.
@@ -17,9 +18,9 @@ from contextlib import contextmanager
 from tqdm import tqdm
 
 
-def bars_disabled_by_environment():
-    """TQDM_DISABLE set to anything but '', 0, false or no."""
-    return os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false", "no")
+def _set(variable):
+    """An environment variable set to anything but '', 0, false or no."""
+    return os.environ.get(variable, "").strip().lower() not in ("", "0", "false", "no")
 
 
 def terminal_stream():
@@ -29,7 +30,9 @@ def terminal_stream():
 
 def bars_wanted():
     stream = terminal_stream()
-    return not bars_disabled_by_environment() and hasattr(stream, "isatty") and stream.isatty()
+    if _set("TQDM_DISABLE"):
+        return False
+    return _set("UMURL_PROGRESS_BARS") or (hasattr(stream, "isatty") and stream.isatty())
 
 
 def progress_bar(iterable=None, *, disable=False, **kwargs):

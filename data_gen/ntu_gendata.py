@@ -47,7 +47,7 @@ import re
 import shutil
 import sys
 from dataclasses import dataclass
-from multiprocessing import Pool
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -499,8 +499,21 @@ def _converted_chunks(chunks, workers, max_frames):
     if workers <= 1:
         yield from map(convert, chunks)
         return
-    with Pool(workers) as pool:
-        yield from pool.imap(convert, chunks)
+    yield from parallel_map(convert, chunks, workers)
+
+
+def parallel_map(function, items, workers):
+    """function(item) for each item, in order, from `workers` processes.
+
+    Leaving early (an error, or the caller closing the generator) cancels the items not yet started
+    and waits for the running ones. (multiprocessing.Pool's terminate could hang there: its task
+    thread blocked on a queue that terminated workers no longer read.)
+    """
+    pool = ProcessPoolExecutor(workers)
+    try:
+        yield from pool.map(function, items)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ----------------------------------------------------------------------------------------------------------

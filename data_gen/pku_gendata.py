@@ -36,7 +36,6 @@ import re
 import sys
 import time
 from collections import Counter
-from multiprocessing import Pool
 from pathlib import Path
 from typing import NamedTuple
 
@@ -49,7 +48,7 @@ import console  # noqa: E402
 from data_gen.msr_gendata import fit_length, parse_number_table  # noqa: E402
 from data_gen.normalize import normalize_skeletons  # noqa: E402
 from data_gen.ntu_gendata import (  # noqa: E402
-    DiskFullError, PartWriter, SkeletonFileError, check_free_space, output_bytes)
+    DiskFullError, PartWriter, SkeletonFileError, check_free_space, output_bytes, parallel_map)
 from options.checks import at_least, checked  # noqa: E402
 from skeleton import NTU_25  # noqa: E402
 
@@ -202,8 +201,7 @@ def _converted_videos(videos, convert, workers):
     if workers <= 1:
         yield from map(convert, videos)
         return
-    with Pool(workers) as pool:  # leaving the block terminates the workers, also on an error
-        yield from pool.imap(convert, videos)
+    yield from parallel_map(convert, videos, workers)
 
 
 # ----------------------------------------------------------------------------- conversion

@@ -15,6 +15,7 @@ class Terminal(io.StringIO):
 
 def test_bars_only_on_a_terminal_and_never_with_tqdm_disable(monkeypatch):
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.delenv("UMURL_PROGRESS_BARS", raising=False)
     monkeypatch.setattr(sys, "stderr", io.StringIO())  # redirected to a file: no bar
     assert console.progress_bar(range(3)).disable
     monkeypatch.setattr(sys, "stderr", Terminal())
@@ -24,10 +25,14 @@ def test_bars_only_on_a_terminal_and_never_with_tqdm_disable(monkeypatch):
     assert console.progress_bar(range(3)).disable
     monkeypatch.setenv("TQDM_DISABLE", "0")
     assert not console.progress_bar(range(3)).disable
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    monkeypatch.setenv("UMURL_PROGRESS_BARS", "1")  # asked for in a redirected stream too
+    assert not console.progress_bar(range(3)).disable
 
 
 def test_train_log_gets_what_is_printed_but_not_the_bars(tmp_path, monkeypatch):
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.delenv("UMURL_PROGRESS_BARS", raising=False)
     terminal_out, terminal_err = Terminal(), Terminal()
     monkeypatch.setattr(sys, "stdout", terminal_out)
     monkeypatch.setattr(sys, "stderr", terminal_err)

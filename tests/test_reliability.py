@@ -36,7 +36,8 @@ from test_pretrain import TINY, epoch_losses, make_demo_data
 
 ROOT = Path(__file__).resolve().parents[1]
 # One thread per process in every run that is compared bit for bit (torchrun sets the same).
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+# UMURL_PROGRESS_BARS: the runs' logs are files, and the tests time their faults by the progress bars.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "UMURL_PROGRESS_BARS": "1"}
 TIMEOUT = 150  # seconds; far above the 5-30 s each run takes even on a busy 2-core machine: stops a hang
 STARTUP_TIMES = Path(tempfile.gettempdir()) / "umurl_startup_failures.json"
 
