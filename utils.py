@@ -214,6 +214,11 @@ def device_name(device):
         device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu")
     if device.type == "cuda" and torch.cuda.is_available():
         return torch.cuda.get_device_name(device)
+    return cpu_model()
+
+
+def cpu_model():
+    """The CPU's model name from /proc/cpuinfo (Linux), else what platform reports."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

@@ -11,16 +11,7 @@ from pathlib import Path
 
 import torch
 
-
-def cpu_model():
-    """The CPU's model name from /proc/cpuinfo (Linux), else what platform reports."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from utils import cpu_model
 
 
 def machine_info():
