@@ -1,9 +1,9 @@
 """UmURL: Unified Multi-modal Unsupervised Representation Learning for skeleton sequences.
 
 Paper: "Unified Multi-modal Unsupervised Representation Learning for Skeleton-based Action
-Understanding", ACM MM 2023, https://arxiv.org/abs/2311.03106. ../shared/SPEC.md states every fact
-this file implements; parameter and buffer names follow the released checkpoints so that they load
-as they are.
+Understanding", ACM MM 2023, https://arxiv.org/abs/2311.03106. The docstrings below state every fact
+of the method this file implements; parameter and buffer names follow the released checkpoints so
+that they load as they are.
 
 Shape legend: N batch, C coordinates (xyz), T frames, V joints, M persons, H hidden size,
 D projector output width. A batch of skeletons is (N, C, T, V, M).

@@ -1,7 +1,7 @@
 """MSR Action3D skeletons -> the NTU-style arrays the feeders read.
 
-    python data_gen/msr_gendata.py --data_path ../shared/data/msr_action3d/MSRAction3DSkeletonReal3D \
-        --sample_list ../shared/data/msr_action3d/files_used_in_cvpr12_paper.txt --out_folder data/
+    python data_gen/msr_gendata.py --data_path msr_action3d/MSRAction3DSkeletonReal3D \
+        --sample_list msr_action3d/files_used_in_cvpr12_paper.txt --out_folder data/
 
 Input: `<data_path>/aAA_sSS_eEE_skeleton3D.txt`, one joint per line `x y z c`, 20 lines per frame,
 joints in the MSR order of `skeleton.MSR_20` (AA action, SS subject, EE repetition).

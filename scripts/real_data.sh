@@ -10,8 +10,8 @@
 #   bash scripts/real_data.sh --quick --out /tmp/msr_quick          # plumbing check in seconds
 #   bash scripts/real_data.sh --help                                # every flag and its default
 #
-# The data folder (--data-path, default ../shared/data/msr_action3d beside the repository) holds
-# MSRAction3DSkeletonReal3D/ and files_used_in_cvpr12_paper.txt. Results go to runs/msr_action3d/
+# The data folder (--data-path, see --help for its default) holds MSRAction3DSkeletonReal3D/ and
+# files_used_in_cvpr12_paper.txt, as distributed with MSR Action3D. Results go to runs/msr_action3d/
 # (--out): results.md, results.json, and every stage's run folder and log. Relative paths are taken
 # from the repository root. A non-empty --out is refused unless --overwrite is given.
 set -euo pipefail
