@@ -204,9 +204,7 @@ def training_setup(model, finetune, cache_features):
 def main(args):
     with ExitStack() as train_log:  # the run folder's train.log, once the folder is ready
         args = resolve_training_settings(args)
-        utils.require_single_process("action_recognition.py")
-        device = utils.resolve_device(args.device)
-        amp_dtype = utils.resolve_amp_dtype(device, args.amp, args.amp_dtype)
+        device, amp_dtype = utils.evaluation_device("action_recognition.py", args)
         mode = mode_name(args)
 
         # Start-up checks first: a wrong folder or checkpoint must fail in seconds.

@@ -60,9 +60,7 @@ def evaluate(train_features, train_labels, val_features, val_labels, k, chunk_si
 
 def main(args):
     with ExitStack() as train_log:  # the run folder's train.log, once the folder is ready
-        utils.require_single_process("action_retrieval.py")
-        device = utils.resolve_device(args.device)
-        amp_dtype = utils.resolve_amp_dtype(device, args.amp, args.amp_dtype)
+        device, amp_dtype = utils.evaluation_device("action_retrieval.py", args)
 
         protocol = get_protocol(args.dataset, args.protocol)
         sizes = model_sizes(args, protocol)  # checks --hidden-size against --num-head

@@ -83,9 +83,7 @@ def evaluate(model, dataset, batch_size, workers, device, amp_dtype, perplexity,
 
 def main(args):
     with ExitStack() as train_log:  # the run folder's train.log, once the folder is ready
-        utils.require_single_process("tsne.py")
-        device = utils.resolve_device(args.device)
-        amp_dtype = utils.resolve_amp_dtype(device, args.amp, args.amp_dtype)
+        device, amp_dtype = utils.evaluation_device("tsne.py", args)
 
         protocol = get_protocol(args.dataset, args.protocol)
         sizes = model_sizes(args, protocol)  # checks --hidden-size against --num-head

@@ -297,6 +297,13 @@ def require_single_process(script):
                          f"it was launched with WORLD_SIZE={world_size}: run it with plain `python {script}`")
 
 
+def evaluation_device(script, args):
+    """(device, autocast dtype or None) of an evaluation script, after refusing a multi-process launch."""
+    require_single_process(script)
+    device = resolve_device(args.device)
+    return device, resolve_amp_dtype(device, args.amp, args.amp_dtype)
+
+
 def load_downstream_model(num_classes, sizes, modalities, pretrained):
     """DownstreamModel(num_classes, **sizes) with the encoder of `pretrained`, or random weights if None.
 

@@ -35,8 +35,8 @@ def step_sizes(samples_per_process, batch_size, world_size=1):
 
 
 def folds_single_sample(samples_per_process, batch_size, world_size=1):
-    """Whether `step_sizes` moves a lone last sample into the step before it."""
-    return samples_per_process > batch_size and samples_per_process % batch_size == 1 and world_size == 1
+    """Whether `step_sizes` moves a lone last sample into the step before it (one step fewer than batches)."""
+    return len(step_sizes(samples_per_process, batch_size, world_size)) < -(-samples_per_process // batch_size)
 
 
 class EpochBatches(Sampler):
