@@ -8,12 +8,15 @@ Three steps, each a small pure function vectorised over samples, bodies, frames 
    every joint that is present (non-zero), so missing joints stay exactly zero.
 3. `align_shoulders_to_x`: rotate every sample so that the main body's left -> right shoulder vector
    in frame 0 points along +x (the released UmURL variant has this step only, no z-axis alignment).
+   For 2D keypoints (C = 2) the rotation is the in-plane one that does the same; a layout without
+   shoulders skips the step.
 
 "Empty" means all-zero: a frame of a body is empty when all its V*C numbers are zero, a joint is
 absent when its xyz are all zero. The released code tests `sum() == 0` instead, which differs only for
 non-zero numbers that happen to sum to exactly zero; that never happens with sensor data.
 
-Shape legend: N samples, C = 3 coordinates (xyz), T frames, V joints, M bodies; body 0 is the main body.
+Shape legend: N samples, C = 3 coordinates (xyz; 2 for image keypoints), T frames, V joints, M bodies;
+body 0 is the main body.
 """
 import numpy as np
 
@@ -67,9 +70,13 @@ def center(data, center_joint):
     Absent (all-zero) joints stay zero so that they remain recognisably missing. The main body's own
     centre joint becomes zero too; that is intended.
 
+    center_joint: one joint, or a tuple of joints whose mean is the centre (e.g. the two hips).
     data: (N, C, T, V, M). Returns a new array of the same shape and dtype.
     """
-    main_center = data[:, :, :, center_joint:center_joint + 1, 0:1]  # (N, C, T, 1, 1)
+    if isinstance(center_joint, tuple):
+        main_center = data[:, :, :, list(center_joint), 0:1].mean(axis=3, keepdims=True)  # (N, C, T, 1, 1)
+    else:
+        main_center = data[:, :, :, center_joint:center_joint + 1, 0:1]  # (N, C, T, 1, 1)
     present = (data != 0).any(axis=1, keepdims=True)  # (N, 1, T, V, M)
     return np.where(present, data - main_center, 0).astype(data.dtype, copy=False)  # (N, C, T, V, M)
 
@@ -119,7 +126,10 @@ def align_shoulders_to_x(data, shoulders):
     stay zero under the rotation, so every frame is rotated.
 
     data: (N, C=3, T, V, M); shoulders: (left, right) 0-based joints. Returns a new array, same dtype.
+    2D data (C = 2) goes to `align_shoulders_to_x_2d`.
     """
+    if data.shape[1] == 2:
+        return align_shoulders_to_x_2d(data, shoulders)
     left, right = shoulders
     N, C, T, V, M = data.shape
     shoulder = data[:, :, 0, right, 0].astype(np.float64) - data[:, :, 0, left, 0]  # (N, 3)
@@ -129,14 +139,34 @@ def align_shoulders_to_x(data, shoulders):
     return (rotation @ points).reshape(data.shape).astype(data.dtype)  # (N, C, T, V, M)
 
 
+def align_shoulders_to_x_2d(data, shoulders):
+    """Step 3 for image keypoints: rotate each sample in its plane so the main body's left -> right
+    shoulder in frame 0 points along +x; the identity where that vector is near zero, as in 3D.
+
+    data: (N, C=2, T, V, M). Returns a new array, same dtype.
+    """
+    left, right = shoulders
+    N, C, T, V, M = data.shape
+    shoulder = data[:, :, 0, right, 0].astype(np.float64) - data[:, :, 0, left, 0]  # (N, 2)
+    angle = -np.arctan2(shoulder[:, 1], shoulder[:, 0])  # (N,) turns the shoulder vector onto +x
+    angle = np.where(np.abs(shoulder).sum(-1) < AXIS_EPS, 0.0, angle)
+    cos, sin = np.cos(angle), np.sin(angle)
+    rotation = np.stack([np.stack([cos, -sin], -1), np.stack([sin, cos], -1)], -2)  # (N, 2, 2)
+    points = data.reshape(N, C, T * V * M).astype(np.float64)  # (N, 2, T*V*M)
+    return (rotation @ points).reshape(data.shape).astype(data.dtype)  # (N, C, T, V, M)
+
+
 def normalize_skeletons(data, topology=NTU_25):
     """The three normalisation steps of SPEC.md, in order, on a batch of padded samples.
 
-    data: float (N, C=3, T, V, M) with zeros for missing frames, joints and bodies; body 0 is the
-    main body. Returns a new array of the same shape and dtype; the input is not modified.
+    data: float (N, C, T, V, M), C = 3 (xyz) or 2 (image keypoints), with zeros for missing frames,
+    joints and bodies; body 0 is the main body. Returns a new array of the same shape and dtype; the
+    input is not modified. A topology without shoulders skips the rotation.
     """
-    assert data.ndim == 5 and data.shape[1] == 3, f"expected (N, 3, T, V, M), got {data.shape}"
+    assert data.ndim == 5 and data.shape[1] in (2, 3), f"expected (N, C=2 or 3, T, V, M), got {data.shape}"
     assert data.shape[3] == topology.num_joints, f"{topology.name} has {topology.num_joints} joints"
     data = pad_null_frames(data)
     data = center(data, topology.center_joint)
+    if topology.shoulders is None:
+        return data
     return align_shoulders_to_x(data, topology.shoulders)

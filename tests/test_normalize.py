@@ -151,3 +151,42 @@ def test_normalize_all_zero_sample_empty_batch_and_other_topology():
     np.testing.assert_allclose((out[0, :, 0, right, 0] - out[0, :, 0, left, 0])[1:], 0, atol=1e-5)
     with pytest.raises(AssertionError, match="25 joints"):
         normalize_skeletons(data)
+
+
+# ---------------------------------------------------------------------------------------------
+# Layouts of other datasets: 2D keypoints, a centre between two joints, no shoulders
+# ---------------------------------------------------------------------------------------------
+
+def test_2d_keypoints_are_turned_in_the_plane_so_the_shoulders_lie_along_x():
+    from skeleton import read_layout
+
+    coco = read_layout("coco17").topology
+    rng = np.random.default_rng(3)
+    data = rng.normal(size=(4, 2, 5, 17, 2)).astype(np.float32) + 3.0
+    out = normalize_skeletons(data, coco)
+    left, right = coco.shoulders
+    shoulder = out[:, :, 0, right, 0] - out[:, :, 0, left, 0]  # (N, 2)
+    np.testing.assert_allclose(shoulder[:, 1], 0.0, atol=1e-5)
+    assert (shoulder[:, 0] > 0).all()
+    # A rotation: every distance between two joints of a frame is kept.
+    centred = center(pad_null_frames(data), coco.center_joint)
+    np.testing.assert_allclose(np.linalg.norm(out[:, :, :, 3] - out[:, :, :, 9], axis=1),
+                               np.linalg.norm(centred[:, :, :, 3] - centred[:, :, :, 9], axis=1), rtol=1e-5)
+
+
+def test_a_centre_of_several_joints_is_their_mean():
+    data = np.zeros((1, 3, 2, 4, 1), dtype=np.float32)
+    data[0, :, :, :, 0] = np.arange(1, 5, dtype=np.float32)  # joint v sits at (v+1, v+1, v+1)
+    out = center(data, (1, 2))  # mean of joints 1 and 2: 2.5
+    np.testing.assert_array_equal(out[0, 0, 0, :, 0], np.array([-1.5, -0.5, 0.5, 1.5], dtype=np.float32))
+
+
+def test_a_layout_without_shoulders_is_centred_but_not_rotated():
+    from dataclasses import replace
+
+    from skeleton import NTU_25
+
+    rng = np.random.default_rng(4)
+    data = rng.normal(size=(2, 3, 6, 25, 2)).astype(np.float32)
+    out = normalize_skeletons(data, replace(NTU_25, shoulders=None))
+    np.testing.assert_array_equal(out, center(pad_null_frames(data), NTU_25.center_joint))
