@@ -85,7 +85,7 @@ def find_results(arguments):
                 raise ResultsError(f"{path}: no {RESULTS_NAME} in or below this folder")
             for file in below:
                 found.setdefault(file.resolve(), (file, False))
-        elif glob.has_magic(argument):
+        elif any(character in argument for character in "*?["):  # a pattern the shell left unexpanded
             matches = sorted(glob.glob(argument, recursive=True))
             if not matches:
                 raise ResultsError(f"{argument}: the pattern matches nothing")
