@@ -21,6 +21,7 @@ Restarts, preemption, blow-ups (README, Reliability):
   and the process exits with code 75 (preemption.py); the same command then carries on exactly.
 - A state with NaN or Inf is never saved; the message names the latest good checkpoint (exit code 1).
 """
+import dataclasses
 import functools
 import math
 import sys
@@ -327,7 +328,7 @@ def pretrain(args, rank, world_size, local_rank, device, amp_dtype, protocol):
         raise SystemExit(f"{len(dataset)} training samples cannot fill one global batch of {args.batch_size}")
 
     config = {**utils.config_dict(args), "min_crop_length": view.min_crop_length,  # resolved from the protocol
-              "view": view.as_dict(),
+              "view": view.as_dict(), "loss_weights": dataclasses.asdict(weights),
               **run_folder.data_fingerprint(dataset.names), "world_size": world_size, "device": str(device),
               "amp_dtype": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
               "sync_batchnorm": distributed.sync_batchnorm_name(device) if world_size > 1 else None}

@@ -31,7 +31,7 @@ STALE_TEMPORARIES = (".checkpoint_*.tmp", "log.jsonl.tmp")
 # (--epochs only moves where the run ends under the step schedule; with --cos it reshapes every lr.)
 RESULT_SETTINGS = ("dataset", "protocol", "batch_size", "lr", "schedule", "cos", "weight_decay", "seed",
                    "hidden_size", "num_head", "num_layer", "projector_dim", "min_crop_length", "view",
-                   "consistency_weight", "variance_weight", "covariance_weight", "augment_on_device",
+                   "loss_weights", "augment_on_device",
                    "train_samples", "train_names_sha256")
 
 

@@ -93,6 +93,6 @@ def view_config(args, protocol):
 
 
 def loss_weights(args):
-    """The coefficients of umurl_loss from --consistency-weight, --variance-weight and --covariance-weight."""
-    return LossWeights(consistency=args.consistency_weight, variance=args.variance_weight,
-                       covariance=args.covariance_weight)
+    """The coefficients of umurl_loss: each LossWeights field from its flag, --<field>-weight."""
+    return LossWeights(**{weight.name: getattr(args, f"{weight.name}_weight")
+                          for weight in dataclasses.fields(LossWeights)})

@@ -268,7 +268,7 @@ def test_the_view_and_the_loss_weights_are_recorded_and_a_resume_that_changes_on
     pretrain.main(run_args(data_root, run_dir, "--epochs", "1", *common))
     config = json.loads((run_dir / "config.json").read_text())["config"]
     assert config["view"] == RELEASED_VIEW.as_dict()
-    assert (config["consistency_weight"], config["variance_weight"], config["covariance_weight"]) == (5.0, 5.0, 1.0)
+    assert config["loss_weights"] == {"consistency": 5.0, "variance": 5.0, "covariance": 1.0}
     assert read_checkpoint(run_dir / "checkpoint_last.pth.tar")["config"]["view"] == RELEASED_VIEW.as_dict()
     for changed in (["--variance-weight", "2"], ["--min-crop-length", "16"]):
         with pytest.raises(SystemExit, match="change the result"):
