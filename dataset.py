@@ -1,7 +1,8 @@
 """Build the feeders of a (dataset, protocol) pair from the table in options/protocols.py.
 
     protocol = get_protocol("ntu60", "cross_subject")      # sizes for the model
-    pretrain = build_pretrain_dataset(data_root, "ntu60", "cross_subject", seed=args.seed)
+    view = view_config(args, protocol)                     # options/pretrain.py: the run's ViewConfig
+    pretrain = build_pretrain_dataset(data_root, "ntu60", "cross_subject", view=view, seed=args.seed)
     train, val = build_downstream_datasets(data_root, "ntu60", "cross_subject")
 
 Besides opening the files, the builders check that the arrays match the protocol's skeleton
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from feeder.augmentations import RELEASED_VIEW
 from feeder.feeder import DownstreamDataset, PretrainDataset, RawPretrainDataset
 from options.protocols import get_protocol
 from safe_io import DataFileError, check_label_range, load_labels
@@ -60,37 +62,35 @@ def _check_matches(split, entry):
             f"{entry.protocol} expects {entry.num_joints} x {entry.num_persons} ({entry.topology.name})")
 
 
-def build_pretrain_dataset(data_root, dataset, protocol, *, seed=0, min_crop_length=None, check_all_finite=False,
-                           raw=False):
+def build_pretrain_dataset(data_root, dataset, protocol, *, view, seed, check_all_finite=False, raw=False):
     """The pretraining feeder over the protocol's train split: four augmented views per sample.
 
-    seed: the run's seed (views depend on (seed, epoch, index) only); min_crop_length: the shortest
-    temporal crop, None for the protocol's (options/protocols.py: 64 as released, 16 for MSR);
-    check_all_finite: scan every sample for NaN/Inf up front instead of at read time; raw: return raw
-    samples and their frame counts instead (RawPretrainDataset), for views drawn on the device by
-    feeder/batch_augment.py.
+    view: the run's ViewConfig (options/pretrain.py `view_config`); seed: the run's seed (views depend
+    on (seed, epoch, index) only); check_all_finite: scan every sample for NaN/Inf up front instead of
+    at read time; raw: return raw samples and their frame counts instead (RawPretrainDataset), whose
+    views feeder/batch_augment.py draws on the device with the same `view` and `seed`.
     """
     entry = get_protocol(dataset, protocol)
-    if min_crop_length is None:
-        min_crop_length = entry.min_crop_length
-    if min_crop_length < 1:
-        raise ValueError(f"the minimum crop length must be at least 1 frame, got {min_crop_length}")
-    feeder = RawPretrainDataset if raw else PretrainDataset
-    split = feeder(*split_files(data_root, entry, "train"), seed=seed, num_corrupt=entry.num_corrupt,
-                   min_crop_length=min_crop_length, check_all_finite=check_all_finite)
+    files = split_files(data_root, entry, "train")
+    if raw:
+        split = RawPretrainDataset(*files, check_all_finite=check_all_finite)
+    else:
+        split = PretrainDataset(*files, view=view, seed=seed, check_all_finite=check_all_finite)
     _check_matches(split, entry)
     return split
 
 
-def build_downstream_datasets(data_root, dataset, protocol, *, check_all_finite=False):
-    """The (train, val) feeders for linear evaluation and kNN: whole sequences resampled, with labels.
+def build_downstream_datasets(data_root, dataset, protocol, *, view=RELEASED_VIEW, check_all_finite=False):
+    """The (train, val) feeders for linear evaluation and kNN: whole sequences resampled to
+    view.out_frames (the released clip length unless the encoder was trained on another), with labels.
 
     Both splits must hold samples."""
     entry = get_protocol(dataset, protocol)
     classes = num_classes(data_root, dataset, protocol)
     splits = []
     for part in ("train", "val"):
-        split = DownstreamDataset(*split_files(data_root, entry, part), check_all_finite=check_all_finite)
+        split = DownstreamDataset(*split_files(data_root, entry, part), out_frames=view.out_frames,
+                                  check_all_finite=check_all_finite)
         if len(split) == 0:  # a probe with nothing to train on or to score would report a meaningless 0%
             raise DataFileError(f"{split.data_path}: the {part} split holds no samples")
         _check_matches(split, entry)

@@ -21,6 +21,7 @@ Restarts, preemption, blow-ups (README, Reliability):
   and the process exits with code 75 (preemption.py); the same command then carries on exactly.
 - A state with NaN or Inf is never saved; the message names the latest good checkpoint (exit code 1).
 """
+import dataclasses
 import functools
 import math
 import sys
@@ -43,13 +44,12 @@ from dataset import build_pretrain_dataset
 from feeder.batch_augment import BatchAugment
 from feeder.batches import EpochBatches, folds_single_sample
 from options.common import model_sizes
-from options.pretrain import build_parser, resolve_pretraining_settings
+from options.pretrain import build_parser, loss_weights, resolve_pretraining_settings, view_config
 from options.protocols import get_protocol
 from safe_io import DataFileError
-from umurl import UmURL, umurl_loss
+from umurl import RELEASED_LOSS_WEIGHTS, UmURL, umurl_loss
 
 LAST_CHECKPOINT = "checkpoint_last.pth.tar"
-LOSS_PARTS = ("loss", "intra", "inter", "reg")
 
 
 class NonFiniteLoss(RuntimeError):
@@ -63,21 +63,36 @@ class NonFiniteState(RuntimeError):
 class EpochProgress:
     """How far an epoch has got: steps done, the loss meters, samples seen, data and training time.
 
-    A checkpoint taken inside an epoch stores `state_dict()`, so the resumed epoch skips the steps done
-    and ends with the log line the uninterrupted epoch would have written (the meters' sums go on from
-    the same floats). `plan` is (world size, global batch): the steps mean the same only under the same plan.
+    The meters are "loss" and then whatever parts umurl_loss returns, in its order: a new loss term is
+    logged (log.jsonl, TensorBoard, the epoch line) without a change here. A checkpoint taken inside an
+    epoch stores `state_dict()`, so the resumed epoch skips the steps done and ends with the log line the
+    uninterrupted epoch would have written (the meters' sums go on from the same floats). `plan` is
+    (world size, global batch): the steps mean the same only under the same plan.
     """
 
     def __init__(self, plan, state=None):
         state = state or {}
         self.plan = list(plan)
         self.steps = state.get("steps", 0)
-        self.meters = {name: utils.AverageMeter() for name in LOSS_PARTS}
+        self.meters = {}
         for name, (total, count) in state.get("meters", {}).items():
-            self.meters[name].sum, self.meters[name].count = total, count
+            self.meter(name).sum, self.meter(name).count = total, count
         self.samples = state.get("samples", 0)
         self.data_time = state.get("data_time_s", 0.0)
         self.train_time = state.get("train_time_s", 0.0)
+
+    def meter(self, name):
+        """The meter of one loss part, created when the part first appears."""
+        return self.meters.setdefault(name, utils.AverageMeter())
+
+    def add_losses(self, values, global_batch):
+        """Count one step's {name: float} loss values, each standing for the step's global batch."""
+        for name, value in values.items():
+            self.meter(name).update(value, global_batch)
+
+    def losses(self):
+        """The epoch's mean of each loss part so far: {"loss": ..., then umurl_loss's parts}."""
+        return {name: meter.avg for name, meter in self.meters.items()}
 
     def state_dict(self):
         return {"plan": self.plan, "steps": self.steps, "samples": self.samples, "data_time_s": self.data_time,
@@ -85,7 +100,7 @@ class EpochProgress:
                 "meters": {name: (meter.sum, meter.count) for name, meter in self.meters.items()}}
 
     def stats(self):
-        return {**{name: meter.avg for name, meter in self.meters.items()}, "samples": self.samples,
+        return {**self.losses(), "samples": self.samples,
                 "samples_per_s": self.samples / max(self.train_time, 1e-9), "data_time_s": self.data_time,
                 "epoch_time_s": self.train_time}
 
@@ -100,10 +115,12 @@ def batch_views(batch, device, augment=None, step=0):
 
 
 def train_one_epoch(model, loader, optimizer, scaler, epoch, device, amp_dtype, print_freq=10, augment=None,
-                    progress=None, stop=None):
+                    progress=None, stop=None, weights=RELEASED_LOSS_WEIGHTS):
     """Train on the loader's batches of `epoch`; return its EpochProgress, whose stats() are the epoch's mean
     loss and parts (weighted by each step's global batch), the samples seen over all processes, throughput
     and data time.
+
+    weights: the umurl.LossWeights of the objective (pretrain passes options/pretrain.py `loss_weights`).
 
     augment: None when the loader yields the views, else the BatchAugment that draws them on the device.
     progress: this epoch's EpochProgress when the run resumes inside it (the loader then yields only the
@@ -125,7 +142,7 @@ def train_one_epoch(model, loader, optimizer, scaler, epoch, device, amp_dtype, 
             z = model(*views)
         # The loss is that of the global batch: gather every projection from every process.
         z = {name: distributed.gather_with_grad(value) for name, value in z.items()}
-        loss, parts = umurl_loss(z)
+        loss, parts = umurl_loss(z, weights)
         global_batch = len(z["z_j"])  # the last step of an epoch is smaller, as released
 
         loss_value = loss.item()  # one sync per step: a non-finite loss must stop the run at once
@@ -136,9 +153,8 @@ def train_one_epoch(model, loader, optimizer, scaler, epoch, device, amp_dtype, 
         scaler.step(optimizer)
         scaler.update()
 
-        progress.meters["loss"].update(loss_value, global_batch)
-        for name, value in parts.items():
-            progress.meters[name].update(value.item(), global_batch)
+        progress.add_losses({"loss": loss_value, **{name: value.item() for name, value in parts.items()}},
+                            global_batch)
         progress.samples += global_batch
         progress.steps = step + 1
         progress.train_time = trained_before + time.perf_counter() - start
@@ -302,15 +318,17 @@ def main(args):
 def pretrain(args, rank, world_size, local_rank, device, amp_dtype, protocol):
     """Train until --epochs, a blow-up or a stop signal; returns the exit code: 0, 1 or preemption.EXIT_CODE."""
     run_dir = args.checkpoint_path
-    dataset = build_pretrain_dataset(args.data_root, args.dataset, args.protocol, seed=args.seed,
-                                     min_crop_length=args.min_crop_length, raw=args.augment_on_device)
-    augment = BatchAugment(args.seed, device, rank, dataset.num_corrupt, dataset.out_frames,
-                           dataset.min_crop_length) if args.augment_on_device else None
+    # The view settings and loss weights, resolved once; the feeder or the on-device twin gets the view.
+    view, weights = view_config(args, protocol), loss_weights(args)
+    dataset = build_pretrain_dataset(args.data_root, args.dataset, args.protocol, view=view, seed=args.seed,
+                                     raw=args.augment_on_device)
+    augment = BatchAugment(args.seed, device, rank, view) if args.augment_on_device else None
     per_process_batch = args.batch_size // world_size
     if len(dataset) < args.batch_size:
         raise SystemExit(f"{len(dataset)} training samples cannot fill one global batch of {args.batch_size}")
 
-    config = {**utils.config_dict(args), "min_crop_length": dataset.min_crop_length,  # resolved from the protocol
+    config = {**utils.config_dict(args), "min_crop_length": view.min_crop_length,  # resolved from the protocol
+              "view": view.as_dict(), "loss_weights": dataclasses.asdict(weights),
               **run_folder.data_fingerprint(dataset.names), "world_size": world_size, "device": str(device),
               "amp_dtype": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
               "sync_batchnorm": distributed.sync_batchnorm_name(device) if world_size > 1 else None}
@@ -376,17 +394,15 @@ def pretrain(args, rank, world_size, local_rank, device, amp_dtype, protocol):
     with stop:
         for epoch in range(start_epoch, args.epochs):
             batches.set_epoch(epoch, first_step=progress.steps if progress else 0)
-            dataset.set_epoch(epoch)
-            if augment is not None:
-                augment.set_epoch(epoch)
+            (dataset if augment is None else augment).set_epoch(epoch)  # whichever draws the views
             lr = utils.learning_rate(epoch, args.lr, args.epochs, args.schedule, args.cos)
             utils.set_learning_rate(optimizer, lr)
             try:
                 progress = train_one_epoch(model, loader, optimizer, scaler, epoch, device, amp_dtype,
-                                           args.print_freq, augment, progress or EpochProgress(plan), stop)
+                                           args.print_freq, augment, progress or EpochProgress(plan), stop, weights)
                 finished = progress.steps == batches.steps_per_epoch
                 if finished:
-                    log_epoch(run_dir, writer, epoch, lr, progress.stats(), args.epochs, run_start, epochs_timed)
+                    log_epoch(run_dir, writer, epoch, lr, progress, args.epochs, run_start, epochs_timed)
                     epochs_timed += 1
                 latest_good = save_checkpoints(run_dir, model_without_ddp, optimizer, scaler, epoch, args, config,
                                                None if finished else progress)
@@ -406,23 +422,33 @@ def pretrain(args, rank, world_size, local_rank, device, amp_dtype, protocol):
     return code
 
 
-def log_epoch(run_dir, writer, epoch, lr, stats, total_epochs, run_start, epochs_timed):
-    """Rank 0: the epoch's log.jsonl line, TensorBoard scalars and one printed line with the ETA.
+def log_epoch(run_dir, writer, epoch, lr, progress, total_epochs, run_start, epochs_timed):
+    """Rank 0: the epoch's log.jsonl line, TensorBoard scalars and one printed line with the ETA, each
+    holding every loss part the epoch's EpochProgress counted.
 
     Logged before the epoch's checkpoint: after a crash between the two, the run resumes before this epoch
     and first drops what was logged of it (truncate_log, purge_step), so no epoch is lost or doubled."""
     if writer is None:
         return
+    losses, stats = progress.losses(), progress.stats()
     utils.append_jsonl(run_dir / "log.jsonl", {"epoch": epoch, "lr": lr, **stats})
-    writer.add_scalar("train_loss", stats["loss"], epoch)  # the released scalar's name
-    for name in ("intra", "inter", "reg", "samples_per_s", "data_time_s"):
-        writer.add_scalar(f"train/{name}", stats[name], epoch)
+    writer.add_scalar("train_loss", losses["loss"], epoch)  # the released scalar's name
+    parts = {name: value for name, value in losses.items() if name != "loss"}
+    for name, value in {**parts, "samples_per_s": stats["samples_per_s"], "data_time_s": stats["data_time_s"]}.items():
+        writer.add_scalar(f"train/{name}", value, epoch)
     writer.add_scalar("train/lr", lr, epoch)
     writer.flush()
     eta = (time.perf_counter() - run_start) / (epochs_timed + 1) * (total_epochs - epoch - 1)
-    print(f"epoch {epoch}: loss {stats['loss']:.4f} (intra {stats['intra']:.4f}, inter {stats['inter']:.4f}, "
-          f"reg {stats['reg']:.4f}), lr {lr:.2e}, {stats['samples_per_s']:.1f} samples/s, "
-          f"data wait {stats['data_time_s']:.1f}s, ETA {eta / 60:.1f} min", flush=True)
+    print(epoch_line(epoch, lr, losses, stats, eta), flush=True)
+
+
+def epoch_line(epoch, lr, losses, stats, eta_s):
+    """'epoch 3: loss 1.2345 (intra 0.1000, inter ..., reg ...), lr 5.00e-04, 123.4 samples/s, data wait 0.5s,
+    ETA 1.2 min': the total, then each part of it in umurl_loss's order."""
+    parts = ", ".join(f"{name} {value:.4f}" for name, value in losses.items() if name != "loss")
+    return (f"epoch {epoch}: loss {losses['loss']:.4f}" + (f" ({parts})" if parts else "")
+            + f", lr {lr:.2e}, {stats['samples_per_s']:.1f} samples/s, data wait {stats['data_time_s']:.1f}s, "
+            f"ETA {eta_s / 60:.1f} min")
 
 
 if __name__ == "__main__":

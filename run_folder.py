@@ -30,7 +30,8 @@ STALE_TEMPORARIES = (".checkpoint_*.tmp", "log.jsonl.tmp")
 # Settings that change what the run computes: a resume that changes one is refused by default.
 # (--epochs only moves where the run ends under the step schedule; with --cos it reshapes every lr.)
 RESULT_SETTINGS = ("dataset", "protocol", "batch_size", "lr", "schedule", "cos", "weight_decay", "seed",
-                   "hidden_size", "num_head", "num_layer", "projector_dim", "min_crop_length", "augment_on_device",
+                   "hidden_size", "num_head", "num_layer", "projector_dim", "min_crop_length", "view",
+                   "loss_weights", "augment_on_device",
                    "train_samples", "train_names_sha256")
 
 

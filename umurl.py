@@ -12,6 +12,7 @@ Reading order: tokens and modalities -> embeddings and fusion -> shared encoder 
 model and its loss -> the downstream model -> parameter counts (`python umurl.py`).
 """
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -226,9 +227,27 @@ def covariance_penalty(z):
     return off_diagonal(cov).pow(2).sum() / d
 
 
-def variance_covariance(z, variance_weight=5.0):
+@dataclass(frozen=True)
+class LossWeights:
+    """The coefficients of the objective; the defaults are the released ones (SPEC.md "Pretraining objective":
+    loss = 5 (intra + inter) + sum over the six projections of 5 variance + 1 covariance).
+
+    consistency: multiplies intra + inter; variance: each projection's variance hinge; covariance: its
+    off-diagonal covariance penalty. pretrain.py takes them from --consistency-weight and friends.
+    """
+
+    consistency: float = 5.0
+    variance: float = 5.0
+    covariance: float = 1.0
+
+
+RELEASED_LOSS_WEIGHTS = LossWeights()
+
+
+def variance_covariance(z, variance_weight=RELEASED_LOSS_WEIGHTS.variance,
+                        covariance_weight=RELEASED_LOSS_WEIGHTS.covariance):
     """The anti-collapse regulariser of one projection z (B, D)."""
-    return variance_weight * variance_hinge(z) + covariance_penalty(z)
+    return variance_weight * variance_hinge(z) + covariance_weight * covariance_penalty(z)
 
 
 def intra_modal_consistency(z_j, z_b, z_m, z_uj, z_ub, z_um):
@@ -242,19 +261,20 @@ def inter_modal_consistency(z_j, z_b, z_m):
     return F.mse_loss(z_j, c) + F.mse_loss(z_b, c) + F.mse_loss(z_m, c)
 
 
-def umurl_loss(z, consistency_weight=5.0, variance_weight=5.0):
-    """loss = w * (intra + inter) + sum of the six variance/covariance terms.
+def umurl_loss(z, weights=RELEASED_LOSS_WEIGHTS):
+    """loss = consistency * (intra + inter) + sum of the six variance/covariance terms (LossWeights).
 
     z: dict of the six projections (B, D), already gathered over processes when distributed.
     Computed in float32 even under autocast: the covariance of 4096-wide fp16 projections
-    overflows. Returns (total, {"intra", "inter", "reg"} as detached tensors).
+    overflows. Returns (total, parts): parts names each term ({"intra", "inter", "reg"}) as a detached
+    scalar tensor; pretrain.py logs whatever parts it finds (meters, TensorBoard, log.jsonl, epoch line).
     """
     with torch.autocast(z["z_j"].device.type, enabled=False):
         z = {name: value.float() for name, value in z.items()}
         intra = intra_modal_consistency(z["z_j"], z["z_b"], z["z_m"], z["z_uj"], z["z_ub"], z["z_um"])
         inter = inter_modal_consistency(z["z_j"], z["z_b"], z["z_m"])
-        reg = sum(variance_covariance(value, variance_weight) for value in z.values())
-        total = consistency_weight * (intra + inter) + reg
+        reg = sum(variance_covariance(value, weights.variance, weights.covariance) for value in z.values())
+        total = weights.consistency * (intra + inter) + reg
     return total, {"intra": intra.detach(), "inter": inter.detach(), "reg": reg.detach()}
 
 

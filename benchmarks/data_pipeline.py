@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import (best_and_median, machine_info, markdown_table, section_main, synchronize,  # noqa: E402
                                time_calls, torch_threads)
 from dataset import write_split  # noqa: E402
+from feeder.augmentations import RELEASED_VIEW  # noqa: E402
 from feeder.batch_augment import BatchAugment  # noqa: E402
 from feeder.feeder import PretrainDataset, RawPretrainDataset  # noqa: E402
 
@@ -72,7 +73,7 @@ def on_device_views(augment, device):
 
 def augment_alone(raw_batch, device, repeats):
     """Batches/s of BatchAugment on a raw batch already on `device` (best of `repeats`)."""
-    augment = BatchAugment(0, torch.device(device))
+    augment = BatchAugment(0, torch.device(device), 0, RELEASED_VIEW)
     x, valid = (t.to(device) for t in raw_batch)
     best, _ = best_and_median(time_calls(lambda: augment(x, valid, step=0), repeats=repeats, device=device))
     return 1 / best
@@ -91,8 +92,8 @@ def measure(args):
         paths = write_random_split(tmp, args.num_samples)
         num_batches = min(args.batches, args.num_samples // args.batch_size - 1)
         for workers in worker_counts:
-            loader = DataLoader(PretrainDataset(*paths), batch_size=args.batch_size, shuffle=True,
-                                num_workers=workers, drop_last=True)
+            loader = DataLoader(PretrainDataset(*paths, view=RELEASED_VIEW, seed=0), batch_size=args.batch_size,
+                                shuffle=True, num_workers=workers, drop_last=True)
             rows.append({"pipeline": "numpy views (default)", "augment_device": "cpu (workers)", "workers": workers,
                          "batches_per_s": batches_per_second(loader, num_batches)})
             # What the loader alone must supply when the views are drawn on a GPU.
@@ -103,7 +104,7 @@ def measure(args):
             for device in devices:
                 loader = DataLoader(RawPretrainDataset(*paths), batch_size=args.batch_size, shuffle=True,
                                     num_workers=workers, drop_last=True, pin_memory=device == "cuda")
-                views = on_device_views(BatchAugment(0, torch.device(device)), device)
+                views = on_device_views(BatchAugment(0, torch.device(device), 0, RELEASED_VIEW), device)
                 rows.append({"pipeline": "raw + on-device views", "augment_device": device, "workers": workers,
                              "batches_per_s": batches_per_second(loader, num_batches, views, device)})
         raw = next(iter(DataLoader(RawPretrainDataset(*paths), batch_size=args.batch_size)))

@@ -40,6 +40,7 @@ from benchmarks.common import (best_and_median, machine_info, machine_line, mark
                                synchronize, time_calls)
 from benchmarks.data_pipeline import write_random_split  # noqa: E402
 from dataset import write_split  # noqa: E402
+from feeder.augmentations import RELEASED_VIEW  # noqa: E402
 from feeder.batch_augment import BatchAugment  # noqa: E402
 from feeder.feeder import PretrainDataset, RawPretrainDataset  # noqa: E402
 from pretrain import batch_views  # noqa: E402
@@ -139,9 +140,9 @@ def measure_pipeline(args, device, workers_list):
             prefetched = 2 * workers  # the DataLoader's default prefetch factor
             total = (prefetched + 1 + args.pipeline_batches) * args.pipeline_batch
             for name, dataset, augment in (
-                    ("numpy views in the workers (default)", PretrainDataset(*paths), None),
+                    ("numpy views in the workers (default)", PretrainDataset(*paths, view=RELEASED_VIEW, seed=0), None),
                     ("raw samples, views on the device (--augment-on-device)", RawPretrainDataset(*paths),
-                     BatchAugment(0, device))):
+                     BatchAugment(0, device, 0, RELEASED_VIEW))):
                 sampler = RandomSampler(dataset, replacement=True, num_samples=total,
                                         generator=torch.Generator().manual_seed(0))
                 loader = DataLoader(dataset, batch_size=args.pipeline_batch, sampler=sampler, num_workers=workers,

@@ -5,20 +5,71 @@ The random parameters come from separate `choose_*` / `draw_*` functions that ta
 `np.random.Generator`, so a test can pin them and the feeder decides where randomness comes from.
 xyz is treated as a row vector per (frame, joint, person): a 3x3 matrix A maps p to p @ A.
 
-The pretraining view and the downstream view are declared side by side at the end of the file.
+Every setting of the views is a field of one frozen `ViewConfig`, whose defaults are the released
+values; a run resolves its own once (options/pretrain.py `view_config`) and hands it to the numpy
+feeder and to the on-device twin (feeder/batch_augment.py) alike. The pretraining view and the
+downstream view are declared side by side at the end of the file.
 """
+from dataclasses import asdict, dataclass
+from typing import NamedTuple
+
 import numpy as np
 
-OUT_FRAMES = 64         # frames per view: the model's T
-MIN_CROP_LENGTH = 64    # shortest temporal crop, unless the sample itself is shorter
-CROP_SCALE = (0.1, 1.0)  # crop length as a fraction of the valid frames, drawn uniformly
-NUM_CORRUPT = 15        # joints hit by corruption, out of NTU's 25
-NUM_VIEWS = 4           # v1..v4 of SPEC.md "Pretraining objective": joint, bone, motion and fused inputs
+NUM_VIEWS = 4  # v1..v4 of SPEC.md "Pretraining objective": the model's joint, bone, motion and fused inputs
+
+
+@dataclass(frozen=True)
+class ViewConfig:
+    """How a pretraining view is drawn (SPEC.md "Augmentations"); the defaults are the released settings.
+
+    out_frames: T of every view, pretraining and downstream (the model's input length).
+    min_crop_length: the shortest temporal crop in frames, unless the sample itself is shorter.
+    crop_scale: (low, high), the crop length as a fraction of the valid frames, drawn uniformly.
+    corruption_probability: the coin that picks joint corruption (else shear) for a view.
+    num_corrupt: joints hit by joint corruption (15 of NTU's 25).
+    zero_probability: a corruption zeroes its joints with this probability, else transforms them.
+    corruption_magnitude: the corruption matrix's entries are U(-magnitude, magnitude).
+    shear_magnitude: the shear's off-diagonal entries are U(-magnitude, magnitude).
+    """
+
+    out_frames: int = 64
+    min_crop_length: int = 64
+    crop_scale: tuple[float, float] = (0.1, 1.0)
+    corruption_probability: float = 0.5
+    num_corrupt: int = 15
+    zero_probability: float = 0.5
+    corruption_magnitude: float = 1.0
+    shear_magnitude: float = 1.0
+
+    def __post_init__(self):
+        low, high = self.crop_scale
+        problems = [
+            (self.out_frames < 1, f"out_frames must be at least 1, got {self.out_frames}"),
+            (not 1 <= self.min_crop_length <= self.out_frames,
+             f"min_crop_length must be 1..out_frames ({self.out_frames}), got {self.min_crop_length}"),
+            (not 0 < low <= high <= 1, f"crop_scale must satisfy 0 < low <= high <= 1, got {self.crop_scale}"),
+            (self.num_corrupt < 0, f"num_corrupt must be non-negative, got {self.num_corrupt}"),
+            (not 0 <= self.corruption_probability <= 1,
+             f"corruption_probability must be in [0, 1], got {self.corruption_probability}"),
+            (not 0 <= self.zero_probability <= 1, f"zero_probability must be in [0, 1], got {self.zero_probability}"),
+            (self.corruption_magnitude < 0 or self.shear_magnitude < 0, "magnitudes must be non-negative"),
+        ]
+        for bad, message in problems:
+            if bad:
+                raise ValueError(f"view configuration: {message}")
+
+    def as_dict(self):
+        """Plain JSON types (lists for tuples), for config.json and checkpoints."""
+        return {name: list(value) if isinstance(value, tuple) else value for name, value in asdict(self).items()}
+
+
+RELEASED_VIEW = ViewConfig()
+OUT_FRAMES = RELEASED_VIEW.out_frames  # the released clip length, which the released model's input sizes assume
 
 
 # ----------------------------------------------------------------------------- temporal crop-resize
 
-def choose_crop(valid, rng, scale_range=CROP_SCALE, min_length=MIN_CROP_LENGTH):
+def choose_crop(valid, rng, scale_range, min_length):
     """Draw a temporal crop inside the real frames [0, valid).
 
     scale ~ U(scale_range); length = min(max(floor(valid * scale), min_length), valid);
@@ -30,7 +81,7 @@ def choose_crop(valid, rng, scale_range=CROP_SCALE, min_length=MIN_CROP_LENGTH):
     return start, length
 
 
-def resample(x, start, length, out_frames=OUT_FRAMES):
+def resample(x, start, length, out_frames):
     """Resample frames [start, start + length) of x to `out_frames` frames by linear interpolation.
 
     Half-pixel centres, i.e. what torch's `interpolate(mode="linear"/"bilinear", align_corners=False)`
@@ -49,6 +100,11 @@ def resample(x, start, length, out_frames=OUT_FRAMES):
 
 # ----------------------------------------------------------------------------- spatial transforms
 
+def flip_coin(rng, probability):
+    """True with the given probability (one draw of U[0, 1))."""
+    return rng.random() < probability
+
+
 def transform_xyz(x, matrix):
     """Multiply every xyz row vector by a 3x3 matrix: out[:, t, v, m] = x[:, t, v, m] @ matrix.
 
@@ -57,19 +113,20 @@ def transform_xyz(x, matrix):
     return np.einsum("ctvm,cd->dtvm", x, matrix).astype(x.dtype, copy=False)
 
 
-def choose_corruption(num_joints, rng, num_corrupt=NUM_CORRUPT):
+def choose_corruption(num_joints, rng, num_corrupt, zero_probability, magnitude):
     """Draw a joint corruption: which joints, and what happens to them.
 
     Returns (joints, matrix): `num_corrupt` distinct joint indices out of `num_joints`, and with
-    probability 1/2 a (3, 3) matrix with entries U(-1, 1), otherwise None (the joints are zeroed).
+    probability 1 - zero_probability a (3, 3) matrix with entries U(-magnitude, magnitude),
+    otherwise None (the joints are zeroed).
     """
     joints = rng.choice(num_joints, size=num_corrupt, replace=False)
-    if rng.random() < 0.5:
+    if flip_coin(rng, zero_probability):
         return joints, None
-    return joints, rng.uniform(-1.0, 1.0, size=(3, 3))
+    return joints, rng.uniform(-magnitude, magnitude, size=(3, 3))
 
 
-def corrupt_joints(x, joints, matrix=None):
+def corrupt_joints(x, joints, matrix):
     """Zero the given joints (matrix None) or map their xyz row vectors p to p @ matrix.
 
     x: (C=3, T, V, M) -> (3, T, V, M), a new array; joints not listed are untouched.
@@ -79,7 +136,7 @@ def corrupt_joints(x, joints, matrix=None):
     return out
 
 
-def draw_shear(rng, magnitude=1.0):
+def draw_shear(rng, magnitude):
     """Shear matrix S = [[1, a, b], [c, 1, d], [e, f, 1]], off-diagonal entries U(-magnitude, magnitude)."""
     s = rng.uniform(-magnitude, magnitude, size=(3, 3))
     np.fill_diagonal(s, 1.0)
@@ -96,25 +153,48 @@ def shear(x, s):
 
 # ----------------------------------------------------------------------------- the two views
 
-def pretrain_view(x, valid, rng, num_corrupt=NUM_CORRUPT, out_frames=OUT_FRAMES, min_crop_length=MIN_CROP_LENGTH):
+class ViewDraw(NamedTuple):
+    """The random parameters of one pretraining view: the crop, then the corruption (joints, matrix or
+    None) or else the shear matrix; exactly one of `corruption` and `shear` is None."""
+
+    start: int
+    length: int
+    corruption: tuple | None
+    shear: np.ndarray | None
+
+
+def draw_pretrain_view(valid, num_joints, rng, view):
+    """The parameters of one pretraining view of a sample with `valid` real frames, in the released
+    order of draws: the crop, the coin, then only the chosen spatial augmentation's parameters."""
+    start, length = choose_crop(valid, rng, view.crop_scale, view.min_crop_length)
+    if flip_coin(rng, view.corruption_probability):
+        corruption = choose_corruption(num_joints, rng, view.num_corrupt, view.zero_probability,
+                                       view.corruption_magnitude)
+        return ViewDraw(start, length, corruption, None)
+    return ViewDraw(start, length, None, draw_shear(rng, view.shear_magnitude))
+
+
+def apply_pretrain_view(x, draw, view):
+    """Crop-resize, then the drawn corruption or shear: (C=3, T, V, M) -> (3, view.out_frames, V, M) float32."""
+    out = resample(x, draw.start, draw.length, view.out_frames)
+    out = corrupt_joints(out, *draw.corruption) if draw.corruption is not None else shear(out, draw.shear)
+    return out.astype(np.float32, copy=False)
+
+
+def pretrain_view(x, valid, rng, view):
     """One pretraining view: crop-resize, then exactly one spatial augmentation (SPEC.md).
 
-    A fair coin picks joint corruption, or else shear: never both, never neither, as the released
-    feeder does. (Two independent coins, one per augmentation, learn measurably differently.)
-    x: (C=3, T, V, M) with at least `valid` real frames -> (3, out_frames, V, M) float32.
+    A coin (fair as released) picks joint corruption, or else shear: never both, never neither, as the
+    released feeder does. (Two independent coins, one per augmentation, learn measurably differently.)
+    x: (C=3, T, V, M) with at least `valid` real frames -> (3, view.out_frames, V, M) float32.
     Call once per view with the same `rng`; successive calls make independent draws.
     """
-    view = resample(x, *choose_crop(valid, rng, min_length=min_crop_length), out_frames=out_frames)
-    if rng.random() < 0.5:
-        view = corrupt_joints(view, *choose_corruption(x.shape[2], rng, num_corrupt))
-    else:
-        view = shear(view, draw_shear(rng))
-    return view.astype(np.float32, copy=False)
+    return apply_pretrain_view(x, draw_pretrain_view(valid, x.shape[2], rng, view), view)
 
 
-def downstream_view(x, valid, out_frames=OUT_FRAMES):
+def downstream_view(x, valid, out_frames):
     """The evaluation input: the whole valid range [0, valid) resampled, nothing random.
 
     x: (C=3, T, V, M) -> (3, out_frames, V, M) float32.
     """
-    return resample(x, 0, valid, out_frames=out_frames).astype(np.float32, copy=False)
+    return resample(x, 0, valid, out_frames).astype(np.float32, copy=False)

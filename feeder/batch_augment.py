@@ -8,15 +8,20 @@ As in augmentations.py, each transform is a pure function of the batch and expli
 the parameters come from separate `draw_*` functions, here taking a torch.Generator on the batch's
 device. Given the same parameters every transform returns exactly the numbers of its numpy
 counterpart: the arithmetic is done in float64 in the same order and rounded to float32 once, as
-numpy does (tests/test_batch_augment.py). The random streams differ from numpy's, so the views are
-equal in distribution, not draw for draw; the default pipeline stays the numpy one.
+numpy does. The random streams differ from numpy's, so the views are equal in distribution, not draw
+for draw; the default pipeline stays the numpy one. `AUGMENTATION_TWINS` at the end pairs every step
+with its numpy twin, and tests/test_batch_augment.py walks that table: a new augmentation is one row.
+The settings come from the run's ViewConfig (feeder/augmentations.py), the one the numpy feeder gets.
 
 Shapes: x (N, C=3, T, V, M) with real frames [0, valid[n]) per sample; valid (N,) int64.
 """
+from typing import Callable, NamedTuple
+
 import numpy as np
 import torch
 
-from feeder.augmentations import CROP_SCALE, MIN_CROP_LENGTH, NUM_CORRUPT, NUM_VIEWS, OUT_FRAMES
+from feeder import augmentations as single
+from feeder.augmentations import NUM_VIEWS
 
 
 def _uniform(shape, low, high, generator):
@@ -27,7 +32,7 @@ def _uniform(shape, low, high, generator):
 
 # ----------------------------------------------------------------------------- temporal crop-resize
 
-def draw_crops(valid, generator, scale_range=CROP_SCALE, min_length=MIN_CROP_LENGTH):
+def draw_crops(valid, generator, scale_range, min_length):
     """A crop per sample, as augmentations.choose_crop: (start, length), each (N,) int64.
 
     length = min(max(floor(valid * scale), min_length), valid) with scale ~ U(scale_range);
@@ -40,7 +45,7 @@ def draw_crops(valid, generator, scale_range=CROP_SCALE, min_length=MIN_CROP_LEN
     return start, length
 
 
-def resample(x, start, length, out_frames=OUT_FRAMES):
+def resample(x, start, length, out_frames):
     """Frames [start, start + length) of each sample linearly resampled to out_frames (half-pixel
     centres, see augmentations.resample): (N, C, T, V, M) -> (N, C, out_frames, V, M) float32."""
     n, c, _, v, m = x.shape
@@ -71,19 +76,20 @@ def transform_xyz(x, matrices):
     return out.float()
 
 
-def draw_corruptions(n, num_joints, generator, num_corrupt=NUM_CORRUPT):
+def draw_corruptions(n, num_joints, generator, num_corrupt, zero_probability, magnitude):
     """Parameters of joint corruption for n samples, as augmentations.choose_corruption.
 
     Returns (joints, zero, matrices): joints (N, V) bool with exactly num_corrupt True per row, a
     uniformly random subset (the first num_corrupt of a random permutation); zero (N,) bool, True
-    w.p. 1/2 (zero the joints, else transform them); matrices (N, 3, 3) float64 entries U(-1, 1).
+    w.p. zero_probability (zero the joints, else transform them); matrices (N, 3, 3) float64 entries
+    U(-magnitude, magnitude).
     """
     device = generator.device
     order = torch.rand(n, num_joints, generator=generator, device=device).argsort(dim=1)
     joints = torch.zeros(n, num_joints, dtype=torch.bool, device=device)
     joints.scatter_(1, order[:, :num_corrupt], True)
-    zero = torch.rand(n, generator=generator, device=device) < 0.5
-    return joints, zero, _uniform((n, 3, 3), -1.0, 1.0, generator)
+    zero = draw_coin(n, generator, zero_probability)
+    return joints, zero, _uniform((n, 3, 3), -magnitude, magnitude, generator)
 
 
 def corrupt_joints(x, joints, zero, matrices):
@@ -96,7 +102,7 @@ def corrupt_joints(x, joints, zero, matrices):
     return torch.where(joints.view(n, 1, 1, v, 1), hit, x)
 
 
-def draw_shears(n, generator, magnitude=1.0):
+def draw_shears(n, generator, magnitude):
     """Shear matrices S (N, 3, 3) float64: unit diagonal, off-diagonal entries U(-magnitude, magnitude)."""
     s = _uniform((n, 3, 3), -magnitude, magnitude, generator)
     s.diagonal(dim1=1, dim2=2).fill_(1.0)
@@ -108,30 +114,56 @@ def shear(x, s):
     return transform_xyz(x, s.transpose(1, 2))
 
 
-def draw_coin(n, generator):
-    """(N,) bool, each True with probability 1/2."""
-    return torch.rand(n, generator=generator, device=generator.device) < 0.5
+def draw_coin(n, generator, probability):
+    """(N,) bool, each True with the given probability."""
+    return torch.rand(n, generator=generator, device=generator.device) < probability
 
 
 # ----------------------------------------------------------------------------- the view
 
-def pretrain_views(x, valid, generator, num_corrupt=NUM_CORRUPT, out_frames=OUT_FRAMES, num_views=NUM_VIEWS,
-                   min_crop_length=MIN_CROP_LENGTH):
-    """num_views independent pretraining views of a raw batch, as augmentations.pretrain_view per view:
-    crop-resize, then per sample a fair coin picks joint corruption or, else, shear (exactly one).
+class ViewDraws(NamedTuple):
+    """The random parameters of one view of every sample: crops (N,) start and length; corrupt (N,)
+    bool, the coin; joints, zero, matrices of the corruption and the shears (N, 3, 3), all drawn for
+    every sample, whichever the coin picks (a batch draws the same amount whatever the coins say)."""
 
-    x: (N, 3, T, V, M) with valid[n] real frames; returns num_views tensors (N, 3, out_frames, V, M).
+    start: torch.Tensor
+    length: torch.Tensor
+    corrupt: torch.Tensor
+    joints: torch.Tensor
+    zero: torch.Tensor
+    matrices: torch.Tensor
+    shears: torch.Tensor
+
+
+def draw_pretrain_views(valid, num_joints, generator, view):
+    """The parameters of one pretraining view of each sample, as augmentations.draw_pretrain_view."""
+    n = len(valid)
+    start, length = draw_crops(valid, generator, view.crop_scale, view.min_crop_length)
+    corrupt = draw_coin(n, generator, view.corruption_probability)
+    joints, zero, matrices = draw_corruptions(n, num_joints, generator, view.num_corrupt, view.zero_probability,
+                                              view.corruption_magnitude)
+    return ViewDraws(start, length, corrupt, joints, zero, matrices, draw_shears(n, generator, view.shear_magnitude))
+
+
+def apply_pretrain_views(x, draws, view):
+    """Crop-resize, then per sample the corruption (draws.corrupt) or else the shear:
+    (N, 3, T, V, M) -> (N, 3, view.out_frames, V, M) float32."""
+    n = len(x)
+    resampled = resample(x, draws.start, draws.length, view.out_frames)
+    corrupted = corrupt_joints(resampled, draws.joints, draws.zero, draws.matrices)
+    sheared = shear(resampled, draws.shears)
+    return torch.where(draws.corrupt.view(n, 1, 1, 1, 1), corrupted, sheared)
+
+
+def pretrain_views(x, valid, generator, view, num_views):
+    """num_views independent pretraining views of a raw batch, as augmentations.pretrain_view per view:
+    crop-resize, then per sample a coin picks joint corruption or, else, shear (exactly one).
+
+    x: (N, 3, T, V, M) with valid[n] real frames; returns num_views tensors (N, 3, view.out_frames, V, M).
     """
-    n, _, _, num_joints, _ = x.shape
-    views = []
-    for _ in range(num_views):
-        view = resample(x, *draw_crops(valid, generator, min_length=min_crop_length), out_frames=out_frames)
-        corrupt, (joints, zero, matrices) = draw_coin(n, generator), draw_corruptions(n, num_joints, generator,
-                                                                                        num_corrupt)
-        corrupted = corrupt_joints(view, joints, zero, matrices)
-        sheared = shear(view, draw_shears(n, generator))
-        views.append(torch.where(corrupt.view(n, 1, 1, 1, 1), corrupted, sheared))
-    return views
+    num_joints = x.shape[3]
+    return [apply_pretrain_views(x, draw_pretrain_views(valid, num_joints, generator, view), view)
+            for _ in range(num_views)]
 
 
 def step_seed(seed, epoch, rank, step):
@@ -145,13 +177,12 @@ class BatchAugment:
 
     Call `set_epoch(epoch)` before each epoch and pass each batch's step number (counted from 0 in the
     epoch): the views of a step then depend only on (seed, epoch, rank, step) and the batch, so a run
-    resumed anywhere, inside an epoch too, draws exactly what it would have drawn.
+    resumed anywhere, inside an epoch too, draws exactly what it would have drawn. `view` is the run's
+    ViewConfig, the one the numpy feeder would get.
     """
 
-    def __init__(self, seed, device, rank=0, num_corrupt=NUM_CORRUPT, out_frames=OUT_FRAMES,
-                 min_crop_length=MIN_CROP_LENGTH):
-        self.seed, self.rank, self.epoch = seed, rank, 0
-        self.num_corrupt, self.out_frames, self.min_crop_length = num_corrupt, out_frames, min_crop_length
+    def __init__(self, seed, device, rank, view):
+        self.seed, self.rank, self.epoch, self.view = seed, rank, 0, view
         self.generator = torch.Generator(device=device)
 
     def set_epoch(self, epoch):
@@ -159,5 +190,99 @@ class BatchAugment:
 
     def __call__(self, x, valid, step):
         self.generator.manual_seed(step_seed(self.seed, self.epoch, self.rank, step))
-        return pretrain_views(x, valid, self.generator, self.num_corrupt, self.out_frames,
-                              min_crop_length=self.min_crop_length)
+        return pretrain_views(x, valid, self.generator, self.view, NUM_VIEWS)
+
+
+# ----------------------------------------------------------------------------- the numpy twins
+
+class AugmentationTwin(NamedTuple):
+    """One augmentation step in numpy, one sample at a time (feeder/augmentations.py), and in torch, a
+    batch at once (above), each split into drawing the parameters and applying them:
+
+    numpy_draw(valid, num_joints, rng, view) -> one sample's parameters (valid an int)
+    numpy_apply(x, parameters, view) -> one sample's output, x (C, T, V, M)
+    torch_draw(valid, num_joints, generator, view) -> the batch's parameters (valid (N,) int64)
+    torch_apply(x, parameters, view) -> the batch's output, x (N, C, T, V, M), output (N, ...)
+    sample(parameters, i) -> sample i's part of the batch's parameters, in numpy's form
+
+    The twins agree when numpy_apply(x[i], sample(p, i)) is torch_apply(x, p)[i] bit for bit, and the
+    outputs of numpy_draw + numpy_apply follow the distribution of those of torch_draw + torch_apply.
+    For a step that only draws (crop choice, coin) the output is the parameters themselves.
+    """
+
+    numpy_draw: Callable
+    numpy_apply: Callable
+    torch_draw: Callable
+    torch_apply: Callable
+    sample: Callable
+
+
+def _matrix(matrices, i):
+    return matrices[i].cpu().numpy()
+
+
+def _corruption(draws, i):
+    joints, zero, matrices = draws
+    return np.flatnonzero(joints[i].cpu().numpy()), None if zero[i] else _matrix(matrices, i)
+
+
+def _view(draws, i):
+    corruption = _corruption((draws.joints, draws.zero, draws.matrices), i) if draws.corrupt[i] else None
+    return single.ViewDraw(int(draws.start[i]), int(draws.length[i]), corruption,
+                           None if draws.corrupt[i] else _matrix(draws.shears, i))
+
+
+def _numpy_crop(valid, num_joints, rng, view):
+    return single.choose_crop(valid, rng, view.crop_scale, view.min_crop_length)
+
+
+def _torch_crops(valid, num_joints, generator, view):
+    return draw_crops(valid, generator, view.crop_scale, view.min_crop_length)
+
+
+def _numpy_corruption(valid, num_joints, rng, view):
+    return single.choose_corruption(num_joints, rng, view.num_corrupt, view.zero_probability,
+                                    view.corruption_magnitude)
+
+
+def _torch_corruptions(valid, num_joints, generator, view):
+    return draw_corruptions(len(valid), num_joints, generator, view.num_corrupt, view.zero_probability,
+                            view.corruption_magnitude)
+
+
+AUGMENTATION_TWINS = {
+    "crop choice": AugmentationTwin(
+        _numpy_crop, lambda x, crop, view: np.array(crop),
+        _torch_crops, lambda x, crops, view: torch.stack(crops, dim=1),
+        lambda crops, i: (int(crops[0][i]), int(crops[1][i]))),
+    "resample": AugmentationTwin(
+        _numpy_crop, lambda x, crop, view: single.resample(x, *crop, view.out_frames),
+        _torch_crops, lambda x, crops, view: resample(x, *crops, view.out_frames),
+        lambda crops, i: (int(crops[0][i]), int(crops[1][i]))),
+    "coin": AugmentationTwin(
+        lambda valid, num_joints, rng, view: single.flip_coin(rng, view.corruption_probability),
+        lambda x, heads, view: np.array(heads),
+        lambda valid, num_joints, generator, view: draw_coin(len(valid), generator, view.corruption_probability),
+        lambda x, heads, view: heads,
+        lambda heads, i: bool(heads[i])),
+    "transform": AugmentationTwin(
+        lambda valid, num_joints, rng, view: rng.uniform(-1.0, 1.0, size=(3, 3)),
+        lambda x, matrix, view: single.transform_xyz(x, matrix),
+        lambda valid, num_joints, generator, view: _uniform((len(valid), 3, 3), -1.0, 1.0, generator),
+        lambda x, matrices, view: transform_xyz(x, matrices),
+        _matrix),
+    "corruption": AugmentationTwin(
+        _numpy_corruption, lambda x, corruption, view: single.corrupt_joints(x, *corruption),
+        _torch_corruptions, lambda x, corruptions, view: corrupt_joints(x, *corruptions),
+        _corruption),
+    "shear": AugmentationTwin(
+        lambda valid, num_joints, rng, view: single.draw_shear(rng, view.shear_magnitude),
+        lambda x, s, view: single.shear(x, s),
+        lambda valid, num_joints, generator, view: draw_shears(len(valid), generator, view.shear_magnitude),
+        lambda x, s, view: shear(x, s),
+        _matrix),
+    "whole view": AugmentationTwin(
+        single.draw_pretrain_view, single.apply_pretrain_view,
+        draw_pretrain_views, apply_pretrain_views,
+        _view),
+}

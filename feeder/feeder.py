@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import Dataset
 
 import safe_io
-from feeder.augmentations import MIN_CROP_LENGTH, NUM_CORRUPT, NUM_VIEWS, OUT_FRAMES, downstream_view, pretrain_view
+from feeder.augmentations import NUM_VIEWS, downstream_view, pretrain_view
 
 
 class SkeletonSplit(Dataset):
@@ -86,22 +86,17 @@ class SkeletonSplit(Dataset):
 class PretrainDataset(SkeletonSplit):
     """Four independently augmented views of each sample for pretraining.
 
-    Item: a tuple of NUM_VIEWS float32 tensors, each (C, out_frames, V, M), drawn by `pretrain_view`
-    from np.random.default_rng((seed, epoch, index)); see the module docstring. `seed` is a
-    non-negative int, normally the run's seed; `num_corrupt` is the number of joints hit by joint
-    corruption (15 of NTU's 25); `out_frames` is the views' T (64); `min_crop_length` the shortest
-    temporal crop (64).
+    Item: a tuple of NUM_VIEWS float32 tensors, each (C, view.out_frames, V, M), drawn by `pretrain_view`
+    from np.random.default_rng((seed, epoch, index)); see the module docstring. `view` is the run's
+    ViewConfig (options/pretrain.py `view_config`); `seed` a non-negative int, normally the run's seed.
     """
 
-    def __init__(self, data_path, num_frame_path, label_path=None, *, seed=0, num_corrupt=NUM_CORRUPT,
-                 out_frames=OUT_FRAMES, min_crop_length=MIN_CROP_LENGTH, check_all_finite=False):
+    def __init__(self, data_path, num_frame_path, label_path=None, *, view, seed, check_all_finite=False):
         super().__init__(data_path, num_frame_path, label_path, check_all_finite)
         if seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed}")
+        self.view = view
         self.seed = int(seed)
-        self.num_corrupt = num_corrupt
-        self.out_frames = out_frames
-        self.min_crop_length = min_crop_length
         # Shared memory, so workers started before a set_epoch call still see the new epoch.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
@@ -120,19 +115,16 @@ class PretrainDataset(SkeletonSplit):
     def __getitem__(self, index):
         x, valid, index = self.read(index)
         rng = self.rng(index)
-        return tuple(
-            torch.from_numpy(pretrain_view(x, valid, rng, self.num_corrupt, self.out_frames, self.min_crop_length))
-            for _ in range(NUM_VIEWS)
-        )  # NUM_VIEWS x (C, out_frames, V, M)
+        return tuple(torch.from_numpy(pretrain_view(x, valid, rng, self.view))
+                     for _ in range(NUM_VIEWS))  # NUM_VIEWS x (C, out_frames, V, M)
 
 
-class RawPretrainDataset(PretrainDataset):
+class RawPretrainDataset(SkeletonSplit):
     """Raw samples for pretraining with the views drawn on the device (feeder/batch_augment.py).
 
     Item: (x, valid): x a float32 tensor (C, T, V, M) with T the file's frame count, holding the
     sample's real frames [0, valid) and zeros after them (the padding on disk is never read), and
-    valid an int. The run's seed, epoch, num_corrupt, out_frames and min_crop_length are kept for
-    BatchAugment.
+    valid an int. Nothing here is random: BatchAugment holds the run's seed, epoch and view settings.
     """
 
     def __getitem__(self, index):
@@ -147,10 +139,10 @@ class DownstreamDataset(SkeletonSplit):
     """Samples for linear evaluation and kNN: the whole valid range resampled, nothing random.
 
     Item: (x, label), x a float32 tensor (C, out_frames, V, M), label an int. Needs the label file.
+    out_frames: the clip length of the encoder being evaluated (ViewConfig.out_frames).
     """
 
-    def __init__(self, data_path, num_frame_path, label_path, *, out_frames=OUT_FRAMES,
-                 check_all_finite=False):
+    def __init__(self, data_path, num_frame_path, label_path, *, out_frames, check_all_finite=False):
         super().__init__(data_path, num_frame_path, label_path, check_all_finite)
         self.out_frames = out_frames
 

@@ -1,12 +1,16 @@
-"""Command line of pretrain.py: the released flags and defaults, plus runtime and size options."""
+"""Command line of pretrain.py: the released flags and defaults, plus runtime and size options, and the
+settings resolved from them once per run (the global batch, the view configuration, the loss weights)."""
 import argparse
+import dataclasses
 from pathlib import Path
 
-from feeder.augmentations import OUT_FRAMES
+import skeleton
+from feeder.augmentations import RELEASED_VIEW
 from options.checks import at_least, between, checked, non_negative_finite
 from options.common import HelpFormatter, add_data_args, add_model_args, add_runtime_args
 from options.protocols import get_protocol
 from options.released import PRETRAIN, add_retired_args
+from umurl import RELEASED_LOSS_WEIGHTS, LossWeights
 
 
 def build_parser():
@@ -32,10 +36,21 @@ def build_parser():
                        action=checked(non_negative_finite), help="Adam weight decay")
     train.add_argument("--projector-dim", type=int, default=4096, action=checked(at_least(1)),
                        help="D, projector output width")
-    train.add_argument("--min-crop-length", type=int, default=None, action=checked(between(1, OUT_FRAMES)),
+    train.add_argument("--min-crop-length", type=int, default=None,
+                       action=checked(between(1, RELEASED_VIEW.out_frames)),
                        help="shortest temporal crop of a pretraining view, in frames (default: the dataset's, "
                             "options/protocols.py: 64 as released; 16 for MSR Action3D, whose sequences are shorter); "
-                            f"at most the {OUT_FRAMES} frames of a view")
+                            f"at most the {RELEASED_VIEW.out_frames} frames of a view. The other view settings are "
+                            "the released ones (feeder/augmentations.py ViewConfig)")
+    loss = parser.add_argument_group("loss weights (released: loss = 5 (intra + inter) + sum of 5 variance + "
+                                     "1 covariance over the six projections)")
+    loss.add_argument("--consistency-weight", type=float, default=RELEASED_LOSS_WEIGHTS.consistency,
+                      action=checked(non_negative_finite), help="weight of the intra- plus inter-modal consistency")
+    loss.add_argument("--variance-weight", type=float, default=RELEASED_LOSS_WEIGHTS.variance,
+                      action=checked(non_negative_finite), help="weight of each projection's variance hinge")
+    loss.add_argument("--covariance-weight", type=float, default=RELEASED_LOSS_WEIGHTS.covariance,
+                      action=checked(non_negative_finite),
+                      help="weight of each projection's off-diagonal covariance penalty")
     run = parser.add_argument_group("checkpoints")
     run.add_argument("--checkpoint-path", type=Path, default=Path("./checkpoints/pretrain"),
                      help="run folder: checkpoints, config.json, log.jsonl and TensorBoard logs")
@@ -66,3 +81,18 @@ def resolve_pretraining_settings(args):
     if args.batch_size is None:
         args.batch_size = get_protocol(args.dataset, args.protocol).pretrain_batch_size
     return args
+
+
+def view_config(args, protocol):
+    """The run's ViewConfig, resolved once from the released settings, the protocol and the command line:
+    the minimum crop is --min-crop-length, else the protocol's; the corrupted joints are SPEC.md's 15 of
+    NTU's 25, kept at the same share for other skeleton layouts (12 of MSR's 20)."""
+    min_crop_length = protocol.min_crop_length if args.min_crop_length is None else args.min_crop_length
+    num_corrupt = round(RELEASED_VIEW.num_corrupt * protocol.num_joints / skeleton.NTU_25.num_joints)
+    return dataclasses.replace(RELEASED_VIEW, min_crop_length=min_crop_length, num_corrupt=num_corrupt)
+
+
+def loss_weights(args):
+    """The coefficients of umurl_loss: each LossWeights field from its flag, --<field>-weight."""
+    return LossWeights(**{weight.name: getattr(args, f"{weight.name}_weight")
+                          for weight in dataclasses.fields(LossWeights)})

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import skeleton
-from feeder.augmentations import MIN_CROP_LENGTH, NUM_CORRUPT, OUT_FRAMES
+from feeder.augmentations import OUT_FRAMES, RELEASED_VIEW
 
 DEFAULT_DATA_ROOT = Path("./data")
 NUM_COORDS = 3  # C: xyz
@@ -34,7 +34,7 @@ class Protocol:
     num_classes: int | None
     topology: skeleton.Topology
     num_persons: int
-    min_crop_length: int = MIN_CROP_LENGTH
+    min_crop_length: int = RELEASED_VIEW.min_crop_length
     pretrain_batch_size: int = 512
 
     @property
@@ -50,11 +50,6 @@ class Protocol:
     def s_input_size(self):
         """Width of a spatial token: one (person, joint)'s T*C numbers (192 at T=64)."""
         return OUT_FRAMES * NUM_COORDS
-
-    @property
-    def num_corrupt(self):
-        """Joints hit by joint corruption: SPEC.md's 15 of 25, kept at the same 60% for other layouts."""
-        return round(NUM_CORRUPT * self.num_joints / skeleton.NTU_25.num_joints)
 
 
 PROTOCOLS = {(p.dataset, p.protocol): p for p in (

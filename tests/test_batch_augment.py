@@ -26,66 +26,58 @@ def generator(seed=0):
     return torch.Generator().manual_seed(seed)
 
 
-# ----------------------------------------------------------------------------- same parameters, same numbers
+# ----------------------------------------------------------------------------- every numpy/torch pair
 
-def test_resample_equals_numpy_bit_for_bit():
-    x, valid = raw_batch()
-    start, length = batch.draw_crops(torch.from_numpy(valid), generator())
-    views = batch.resample(torch.from_numpy(x), start, length).numpy()
+# The released view and one with every setting changed: both twins must honour each setting alike.
+OTHER_VIEW = ref.ViewConfig(out_frames=48, min_crop_length=16, crop_scale=(0.3, 0.8), corruption_probability=0.7,
+                            num_corrupt=9, zero_probability=0.2, corruption_magnitude=2.0, shear_magnitude=0.5)
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def summaries(outputs):
+    """A few numbers per output, to compare two samples of outputs by distribution: some fixed entries
+    and the share of exact zeros (zeroed joints). outputs: (draws, ...) -> (draws, up to 7)."""
+    flat = np.asarray(outputs, dtype=np.float64).reshape(len(outputs), -1)
+    entries = flat[:, np.linspace(0, flat.shape[1] - 1, min(flat.shape[1], 6)).astype(int)]
+    return np.column_stack([entries, (flat == 0).mean(axis=1)]) if flat.shape[1] > 6 else entries
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("view", [ref.RELEASED_VIEW, OTHER_VIEW], ids=["released", "other"])
+@pytest.mark.parametrize("name", list(batch.AUGMENTATION_TWINS))
+def test_every_augmentation_agrees_with_its_numpy_twin(name, view, device):
+    twin = batch.AUGMENTATION_TWINS[name]
+    x, valid = raw_batch()  # NaN padding: a read past the real frames shows up
+    xt, validt = torch.from_numpy(x).to(device), torch.from_numpy(valid).to(device)
+    num_joints = x.shape[3]
+
+    # The same drawn parameters give the same numbers, bit for bit.
+    g = torch.Generator(device=device).manual_seed(0)
+    parameters = twin.torch_draw(validt, num_joints, g, view)
+    out = twin.torch_apply(xt, parameters, view).cpu().numpy()
     for i in range(len(x)):
-        expected = ref.resample(x[i], int(start[i]), int(length[i]))
-        assert np.array_equal(views[i], expected), i
-    assert not np.isnan(views).any(), "a crop read a padding frame"
+        np.testing.assert_array_equal(out[i], twin.numpy_apply(x[i], twin.sample(parameters, i), view), err_msg=i)
 
-
-@pytest.mark.parametrize("zero", [True, False])
-def test_corruption_equals_numpy_bit_for_bit(zero):
-    x, _ = raw_batch(frames=64)
-    x = np.nan_to_num(x)
-    joints, _, matrices = batch.draw_corruptions(len(x), 25, generator())
-    zeros = torch.full((len(x),), zero)
-    out = batch.corrupt_joints(torch.from_numpy(x), joints, zeros, matrices).numpy()
-    for i in range(len(x)):
-        expected = ref.corrupt_joints(x[i], np.flatnonzero(joints[i].numpy()), None if zero else matrices[i].numpy())
-        assert np.array_equal(out[i], expected), i
-
-
-def test_shear_equals_numpy_bit_for_bit():
-    x = np.nan_to_num(raw_batch(frames=64)[0])
-    s = batch.draw_shears(len(x), generator())
-    out = batch.shear(torch.from_numpy(x), s).numpy()
-    for i in range(len(x)):
-        assert np.array_equal(out[i], ref.shear(x[i], s[i].numpy())), i
-
-
-def test_pretrain_views_compose_the_steps_like_pretrain_view():
-    # Replay the draws of pretrain_views with an identically seeded generator, in the same order, and
-    # apply the numpy functions sample by sample: the views must be those, bit for bit.
-    x, valid = raw_batch()
-    views = batch.pretrain_views(torch.from_numpy(x), torch.from_numpy(valid), generator(3), num_views=2)
-    replay, n = generator(3), len(x)
-    for view in views:
-        start, length = batch.draw_crops(torch.from_numpy(valid), replay)
-        corrupt = batch.draw_coin(n, replay)
-        joints, zero, matrices = batch.draw_corruptions(n, 25, replay)
-        shears = batch.draw_shears(n, replay)
-        for i in range(n):
-            expected = ref.resample(x[i], int(start[i]), int(length[i]))
-            if corrupt[i]:
-                expected = ref.corrupt_joints(expected, np.flatnonzero(joints[i].numpy()),
-                                              None if zero[i] else matrices[i].numpy())
-            else:
-                expected = ref.shear(expected, shears[i].numpy())
-            assert np.array_equal(view[i].numpy(), expected), i
-        assert view.shape == (n, 3, 64, 25, 2) and view.dtype == torch.float32
-    assert 0 < sum(batch.draw_coin(n, generator(3)).tolist()) < n  # both branches were exercised
+    # Their own draws give the same distribution of outputs: numpy's one sample at a time, torch's a
+    # batch of copies. A two-sample KS gap above 0.1 at 1000 + 1000 draws has probability < 1e-4.
+    draws, frames = 1000, 80
+    one = x[3, :, :frames, :, :1]  # 80 real frames of one person: small enough for 1000 copies
+    rng = np.random.default_rng(1)
+    numpy_out = [twin.numpy_apply(one, twin.numpy_draw(frames, num_joints, rng, view), view) for _ in range(draws)]
+    copies = torch.from_numpy(np.broadcast_to(one, (draws, *one.shape)).copy()).to(device)
+    g = torch.Generator(device=device).manual_seed(1)
+    parameters = twin.torch_draw(torch.full((draws,), frames, device=device), num_joints, g, view)
+    torch_out = twin.torch_apply(copies, parameters, view).cpu().numpy()
+    a, b = summaries(numpy_out), summaries(torch_out)
+    for k in range(a.shape[1]):
+        assert kolmogorov_smirnov(a[:, k], b[:, k]) < 0.1, (name, k)
 
 
 # ----------------------------------------------------------------------------- same distributions
 
 def numpy_crops(valid, num_draws, seed=0):
     rng = np.random.default_rng(seed)
-    return np.array([ref.choose_crop(valid, rng) for _ in range(num_draws)])  # (draws, 2): start, length
+    return np.array([ref.choose_crop(valid, rng, (0.1, 1.0), 64) for _ in range(num_draws)])  # (draws, 2)
 
 
 def total_variation(a, b):
@@ -119,10 +111,10 @@ class ReplayedRng:
 @pytest.mark.parametrize("min_length", [64, 16])  # the released minimum and MSR Action3D's
 @pytest.mark.parametrize("valid", [300, 150, 64, 40])
 def test_crop_length_is_numpys_formula_of_the_same_scale(valid, min_length):
-    start, length = batch.draw_crops(torch.full((500,), valid), generator(1), min_length=min_length)
+    start, length = batch.draw_crops(torch.full((500,), valid), generator(1), (0.1, 1.0), min_length)
     scale = 0.1 + 0.9 * torch.rand(500, dtype=torch.float64, generator=generator(1))  # draw_crops' first draw
     for i in range(500):
-        largest_start, expected_length = ref.choose_crop(valid, ReplayedRng(scale[i].item()), min_length=min_length)
+        largest_start, expected_length = ref.choose_crop(valid, ReplayedRng(scale[i].item()), (0.1, 1.0), min_length)
         assert length[i] == expected_length, i
         assert 0 <= start[i] <= largest_start
 
@@ -130,7 +122,7 @@ def test_crop_length_is_numpys_formula_of_the_same_scale(valid, min_length):
 @pytest.mark.parametrize("valid", [300, 150, 64, 40])
 def test_crop_lengths_and_starts_follow_the_numpy_distribution(valid):
     draws = 20000
-    start, length = batch.draw_crops(torch.full((draws,), valid), generator(1))
+    start, length = batch.draw_crops(torch.full((draws,), valid), generator(1), (0.1, 1.0), 64)
     start, length = start.numpy(), length.numpy()
     expected = numpy_crops(valid, draws)
     # Two samples of 20000 from one distribution: the KS gap exceeds 0.025 with probability ~1e-5.
@@ -148,7 +140,7 @@ def test_crop_lengths_and_starts_follow_the_numpy_distribution(valid):
 
 
 def test_corruption_hits_exactly_fifteen_joints_chosen_uniformly():
-    joints, zero, matrices = batch.draw_corruptions(20000, 25, generator(2))
+    joints, zero, matrices = batch.draw_corruptions(20000, 25, generator(2), 15, 0.5, 1.0)
     assert (joints.sum(dim=1) == 15).all()
     frequency = joints.double().mean(dim=0)
     assert torch.allclose(frequency, torch.full((25,), 15 / 25, dtype=torch.float64), atol=0.015)
@@ -158,12 +150,12 @@ def test_corruption_hits_exactly_fifteen_joints_chosen_uniformly():
 
 
 def test_corruption_count_follows_the_joint_count_of_other_layouts():
-    joints, _, _ = batch.draw_corruptions(100, 20, generator(), num_corrupt=12)
+    joints, _, _ = batch.draw_corruptions(100, 20, generator(), 12, 0.5, 1.0)
     assert (joints.sum(dim=1) == 12).all()
 
 
 def test_shear_has_a_unit_diagonal_and_uniform_off_diagonal_entries():
-    s = batch.draw_shears(20000, generator(4))
+    s = batch.draw_shears(20000, generator(4), 1.0)
     diagonal = s.diagonal(dim1=1, dim2=2)
     assert (diagonal == 1.0).all()
     off = s[:, ~torch.eye(3, dtype=torch.bool)]
@@ -172,80 +164,48 @@ def test_shear_has_a_unit_diagonal_and_uniform_off_diagonal_entries():
 
 
 def test_each_coin_is_fair():
-    assert abs(batch.draw_coin(40000, generator(5)).double().mean().item() - 0.5) < 0.01
+    assert abs(batch.draw_coin(40000, generator(5), 0.5).double().mean().item() - 0.5) < 0.01
 
 
 def test_views_of_a_batch_are_corrupted_or_sheared_never_both_never_neither():
     n = 4000
     x = torch.ones(n, 3, 64, 25, 2)
-    view = batch.pretrain_views(x, torch.full((n,), 64), generator(6), num_views=1)[0].numpy()
+    view = batch.pretrain_views(x, torch.full((n,), 64), generator(6), ref.RELEASED_VIEW, 1)[0].numpy()
     fractions = kind_fractions(view, num_corrupt=15)
     assert fractions["both"] == 0 and fractions["neither"] == 0
     assert abs(fractions["corruption"] - 0.5) < 0.03 and abs(fractions["shear"] - 0.5) < 0.03
     assert abs(zeroed_fraction(view) - 0.25) < 0.03  # corrupted (1/2), then zeroed (1/2)
 
 
-def test_numpy_and_torch_views_agree_in_distribution():
-    # The default numpy feeder and --augment-on-device draw from different random streams, so they
-    # can only agree in distribution: same split between the spatial augmentations, same share of
-    # zeroed joints, and the same distribution of a coordinate (a two-sample Kolmogorov-Smirnov gap
-    # above 0.06 at 2000 + 2000 samples has probability below 1e-3 under one distribution).
-    n = 2000
-    x = np.ones((3, 64, 25, 2), dtype=np.float32)
-    rng = np.random.default_rng(1)
-    numpy_views = np.stack([ref.pretrain_view(x, 64, rng) for _ in range(n)])
-    torch_views = batch.pretrain_views(torch.from_numpy(np.broadcast_to(x, (n, *x.shape)).copy()),
-                                       torch.full((n,), 64), generator(7), num_views=1)[0].numpy()
-    a, b = kind_fractions(numpy_views, 15), kind_fractions(torch_views, 15)
-    for kind in a:
-        assert abs(a[kind] - b[kind]) < 0.05, (kind, a, b)
-    assert abs(zeroed_fraction(numpy_views) - zeroed_fraction(torch_views)) < 0.05
-    assert kolmogorov_smirnov(numpy_views[:, 0, 0, 0, 0], torch_views[:, 0, 0, 0, 0]) < 0.06
-
-
 # ----------------------------------------------------------------------------- BatchAugment and the raw feeder
 
 def test_batch_augment_is_a_function_of_seed_epoch_rank_and_step():
     x, valid = (torch.from_numpy(a) for a in raw_batch(n=4))
-    augment = batch.BatchAugment(seed=7, device=torch.device("cpu"))
+    augment = batch.BatchAugment(7, torch.device("cpu"), 0, ref.RELEASED_VIEW)
     first = augment(x, valid, step=0)
     second = augment(x, valid, step=1)
     assert len(first) == batch.NUM_VIEWS
     assert not torch.equal(second[0], first[0])
     # A run resumed inside the epoch draws step 1 again without having drawn step 0 in this process.
-    resumed = batch.BatchAugment(seed=7, device=torch.device("cpu"))
+    resumed = batch.BatchAugment(7, torch.device("cpu"), 0, ref.RELEASED_VIEW)
     assert all(torch.equal(a, b) for a, b in zip(resumed(x, valid, step=1), second))
     assert all(torch.equal(a, b) for a, b in zip(resumed(x, valid, step=0), first))
     augment.set_epoch(1)
     assert not torch.equal(augment(x, valid, step=0)[0], first[0])
-    other_rank = batch.BatchAugment(seed=7, device=torch.device("cpu"), rank=1)
+    other_rank = batch.BatchAugment(7, torch.device("cpu"), 1, ref.RELEASED_VIEW)
     assert not torch.equal(other_rank(x, valid, step=0)[0], first[0])
     assert all(torch.isfinite(v).all() for v in first), "a view read a padding frame"
 
 
-def test_batch_augment_passes_its_minimum_crop_to_the_views():
+def test_batch_augment_passes_its_view_settings_to_the_views():
     x, valid = (torch.from_numpy(a) for a in raw_batch(n=6, frames=40))  # 20 to 40 real frames
     seed = batch.step_seed(3, 0, 0, 0)
-    for min_crop_length in (64, 16):
-        augment = batch.BatchAugment(seed=3, device=torch.device("cpu"), min_crop_length=min_crop_length)
-        expected = batch.pretrain_views(x, valid, generator(seed), min_crop_length=min_crop_length)
-        assert all(torch.equal(a, b) for a, b in zip(augment(x, valid, step=0), expected))
-    default = batch.BatchAugment(seed=3, device=torch.device("cpu"))(x, valid, step=0)
-    assert all(torch.equal(a, b) for a, b in zip(default, batch.pretrain_views(x, valid, generator(seed))))
-    assert not torch.equal(default[0], expected[0])  # 16 lets crops of 40-frame samples vary, 64 does not
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_views_drawn_on_the_gpu_equal_numpy_given_the_same_parameters():
-    x, valid = raw_batch()
-    g = torch.Generator(device="cuda").manual_seed(0)
-    start, length = batch.draw_crops(torch.from_numpy(valid).cuda(), g)
-    views = batch.resample(torch.from_numpy(x).cuda(), start, length)
-    s = batch.draw_shears(len(x), g)
-    sheared = batch.shear(views, s).cpu().numpy()
-    for i in range(len(x)):
-        expected = ref.shear(ref.resample(x[i], int(start[i]), int(length[i])), s[i].cpu().numpy())
-        assert np.array_equal(sheared[i], expected), i
+    for view in (ref.RELEASED_VIEW, OTHER_VIEW):
+        augment = batch.BatchAugment(3, torch.device("cpu"), 0, view)
+        expected = batch.pretrain_views(x, valid, generator(seed), view, batch.NUM_VIEWS)
+        drawn = augment(x, valid, step=0)
+        assert len(drawn) == batch.NUM_VIEWS and drawn[0].shape[2] == view.out_frames
+        assert all(torch.equal(a, b) for a, b in zip(drawn, expected))
 
 
 def test_raw_dataset_returns_the_real_frames_then_zeros(tmp_path):

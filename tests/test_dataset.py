@@ -1,11 +1,14 @@
-"""The protocol table and the dataset builders on a temporary data root."""
+"""The protocol table, the resolved view and the dataset builders on a temporary data root."""
+import dataclasses
+
 import numpy as np
 import pytest
 
 import skeleton
 from dataset import build_downstream_datasets, build_pretrain_dataset, num_classes, write_split
 from feeder import DownstreamDataset, PretrainDataset
-from feeder.augmentations import choose_crop, pretrain_view
+from feeder.augmentations import RELEASED_VIEW, ViewConfig, choose_crop, pretrain_view
+from options.pretrain import build_parser, view_config
 from options.protocols import DATASETS, PROTOCOLS, get_protocol, protocols_of
 from safe_io import DataFileError
 
@@ -18,6 +21,11 @@ def write_protocol(root, dataset, protocol, joints=25, persons=2, labels=(0, 1, 
         data = rng.standard_normal((len(labels), 3, frames, joints, persons)).astype(np.float32)
         write_split(folder, part, data, np.full(len(labels), frames), [f"s{i}" for i in labels], labels)
     return folder
+
+
+def resolved_view(dataset, protocol, *flags):
+    """The ViewConfig pretrain.py resolves for the protocol and these command-line flags."""
+    return view_config(build_parser().parse_args(list(flags)), get_protocol(dataset, protocol))
 
 
 # ----------------------------------------------------------------------------- the table
@@ -40,8 +48,8 @@ def test_released_protocols_and_folders():
 ])
 def test_sizes_follow_from_the_topology(dataset, protocol, classes, t_input, s_input, corrupt):
     entry = get_protocol(dataset, protocol)
-    assert (entry.num_classes, entry.t_input_size, entry.s_input_size, entry.num_corrupt) == \
-        (classes, t_input, s_input, corrupt)
+    assert (entry.num_classes, entry.t_input_size, entry.s_input_size) == (classes, t_input, s_input)
+    assert resolved_view(dataset, protocol).num_corrupt == corrupt
     assert entry.topology is (skeleton.MSR_20 if dataset == "msr" else skeleton.NTU_25)
 
 
@@ -62,7 +70,7 @@ def test_unknown_protocol_lists_the_dataset_s_protocols():
 
 def test_builders_read_the_protocol_folder(tmp_path):
     write_protocol(tmp_path, "ntu60", "cross_view")
-    pretrain = build_pretrain_dataset(tmp_path, "ntu60", "cross_view", seed=9)
+    pretrain = build_pretrain_dataset(tmp_path, "ntu60", "cross_view", view=RELEASED_VIEW, seed=9)
     train, val = build_downstream_datasets(tmp_path, "ntu60", "cross_view")
     assert isinstance(pretrain, PretrainDataset) and pretrain.seed == 9 and len(pretrain) == 4
     assert isinstance(train, DownstreamDataset) and isinstance(val, DownstreamDataset)
@@ -74,9 +82,10 @@ def test_builders_read_the_protocol_folder(tmp_path):
 
 def test_msr_uses_its_own_skeleton_and_corruption_count(tmp_path):
     write_protocol(tmp_path, "msr", "cross_subject", joints=20, persons=1)
-    pretrain = build_pretrain_dataset(tmp_path, "msr", "cross_subject")
-    assert pretrain.num_corrupt == 12
-    assert pretrain[0][0].shape == (3, 64, 20, 1)
+    view = resolved_view("msr", "cross_subject")
+    assert view.num_corrupt == 12
+    pretrain = build_pretrain_dataset(tmp_path, "msr", "cross_subject", view=view, seed=0)
+    assert pretrain.view is view and pretrain[0][0].shape == (3, 64, 20, 1)
 
 
 def test_every_released_protocol_keeps_spec_s_minimum_crop_and_only_msr_shortens_it():
@@ -85,31 +94,35 @@ def test_every_released_protocol_keeps_spec_s_minimum_crop_and_only_msr_shortens
         assert entry.min_crop_length == (16 if dataset == "msr" else 64), dataset
 
 
+def test_the_view_is_resolved_from_the_protocol_and_the_command_line():
+    ntu, msr = resolved_view("ntu60", "cross_view"), resolved_view("msr", "cross_subject")
+    override = resolved_view("ntu60", "cross_view", "--min-crop-length", "16")
+    assert ntu == RELEASED_VIEW  # NTU's view is the released one, field for field
+    assert (ntu.min_crop_length, msr.min_crop_length, override.min_crop_length) == (64, 16, 16)
+    assert override == dataclasses.replace(RELEASED_VIEW, min_crop_length=16)  # and nothing else changed
+
+
 def test_the_minimum_crop_reaches_the_views(tmp_path):
     # 40-frame samples: with the released minimum of 64 every crop is the whole sequence, so the
     # views of a sample differ only by corruption and shear; MSR's 16 lets the crop vary.
     write_protocol(tmp_path, "ntu60", "cross_view", frames=40)
-    write_protocol(tmp_path, "msr", "cross_subject", joints=20, persons=1, frames=40)
-    ntu = build_pretrain_dataset(tmp_path, "ntu60", "cross_view")
-    msr = build_pretrain_dataset(tmp_path, "msr", "cross_subject")
-    override = build_pretrain_dataset(tmp_path, "ntu60", "cross_view", min_crop_length=16, raw=True)
-    assert (ntu.min_crop_length, msr.min_crop_length, override.min_crop_length) == (64, 16, 16)
-
+    ntu = build_pretrain_dataset(tmp_path, "ntu60", "cross_view", view=resolved_view("ntu60", "cross_view"), seed=0)
     valid = 40
     for index in range(len(ntu)):
-        rng = ntu.rng(index)  # the default view is the released one: crop with SPEC.md's 64
-        expected = [pretrain_view(ntu.read(index)[0], valid, rng, 15, 64, min_crop_length=64) for _ in range(4)]
+        rng = ntu.rng(index)  # the NTU view is the released one: crop with SPEC.md's 64
+        expected = [pretrain_view(ntu.read(index)[0], valid, rng, RELEASED_VIEW) for _ in range(4)]
         for view, reference in zip(ntu[index], expected):
             np.testing.assert_array_equal(view.numpy(), reference)
-    crops_64 = {choose_crop(valid, np.random.default_rng(seed)) for seed in range(50)}
-    crops_16 = {choose_crop(valid, np.random.default_rng(seed), min_length=16) for seed in range(50)}
+    crops_64 = {choose_crop(valid, np.random.default_rng(seed), (0.1, 1.0), 64) for seed in range(50)}
+    crops_16 = {choose_crop(valid, np.random.default_rng(seed), (0.1, 1.0), 16) for seed in range(50)}
     assert crops_64 == {(0, 40)} and len(crops_16) > 10
 
 
-def test_a_minimum_crop_below_one_frame_is_refused(tmp_path):
-    write_protocol(tmp_path, "ntu60", "cross_view")
-    with pytest.raises(ValueError, match="at least 1 frame, got 0"):
-        build_pretrain_dataset(tmp_path, "ntu60", "cross_view", min_crop_length=0)
+def test_a_minimum_crop_below_one_frame_is_refused():
+    with pytest.raises(SystemExit):
+        resolved_view("ntu60", "cross_view", "--min-crop-length", "0")  # the flag's check
+    with pytest.raises(ValueError, match="min_crop_length must be 1..out_frames"):  # the configuration's own
+        ViewConfig(min_crop_length=0)
 
 
 def test_demo_class_count_comes_from_its_labels(tmp_path):
@@ -122,7 +135,7 @@ def test_skeleton_of_the_wrong_layout_is_refused(tmp_path):
     folder = write_protocol(tmp_path, "ntu60", "cross_subject", joints=20, persons=1)
     with pytest.raises(DataFileError, match="20 joints x 1 persons, but ntu60 cross_subject expects 25 x 2") \
             as error:
-        build_pretrain_dataset(tmp_path, "ntu60", "cross_subject")
+        build_pretrain_dataset(tmp_path, "ntu60", "cross_subject", view=RELEASED_VIEW, seed=0)
     assert str(folder / "train_data_joint.npy") in str(error.value)
 
 
@@ -136,4 +149,4 @@ def test_labels_beyond_the_class_count_are_refused(tmp_path):
 def test_missing_folder_names_the_expected_file(tmp_path):
     expected = "NTU-RGB-D-120-AGCN/xsetup/train_data_joint.npy: data file not found"
     with pytest.raises(DataFileError, match=expected):
-        build_pretrain_dataset(tmp_path, "ntu120", "cross_setup")
+        build_pretrain_dataset(tmp_path, "ntu120", "cross_setup", view=RELEASED_VIEW, seed=0)

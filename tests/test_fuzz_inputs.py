@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 from data_gen.ntu_gendata import MAX_ABS_COORDINATE, MAX_FRAMES, SkeletonFileError, convert_chunk, read_xyz
 from data_gen.synthetic import skeleton_text, synthesize
 from dataset import build_downstream_datasets, build_pretrain_dataset, write_split
-from feeder.augmentations import OUT_FRAMES, downstream_view
+from feeder.augmentations import OUT_FRAMES, RELEASED_VIEW, downstream_view
 from safe_io import DataFileError
 
 NUM_JOINTS, SLOTS_READ, SLOTS_KEPT = 25, 4, 2
@@ -588,7 +588,8 @@ def check_array_split(root, draw):
     expected, description = mutation(draw, paths, split, *extra)
 
     builders = {
-        "pretrain": lambda: {"train": build_pretrain_dataset(root, "demo", "cross_subject", seed=1)},
+        "pretrain": lambda: {"train": build_pretrain_dataset(root, "demo", "cross_subject", view=RELEASED_VIEW,
+                                                             seed=1)},
         "downstream": lambda: dict(zip(("train", "val"), build_downstream_datasets(root, "demo", "cross_subject"))),
         "full scan": lambda: dict(zip(("train", "val"), build_downstream_datasets(root, "demo", "cross_subject",
                                                                                   check_all_finite=True))),
@@ -625,7 +626,8 @@ def check_array_split(root, draw):
                 if part == mutated_part and isinstance(expected, tuple) and expected[0] == "accept":
                     written = expected[1]
                 # Read as written: the values (through the deterministic downstream view) and the label.
-                np.testing.assert_array_equal(item[0].numpy(), downstream_view(written[i, :, :VALID[i]], VALID[i]))
+                np.testing.assert_array_equal(item[0].numpy(), downstream_view(written[i, :, :VALID[i]], VALID[i],
+                                                                                      OUT_FRAMES))
                 assert item[1] == split[3][i]
     return ("refused" if refused else "accepted"), description
 

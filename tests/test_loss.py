@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from umurl import (covariance_penalty, inter_modal_consistency, intra_modal_consistency, off_diagonal,
-                   umurl_loss, variance_covariance, variance_hinge)
+from umurl import (RELEASED_LOSS_WEIGHTS, LossWeights, covariance_penalty, inter_modal_consistency,
+                   intra_modal_consistency, off_diagonal, umurl_loss, variance_covariance, variance_hinge)
 
 
 def test_off_diagonal_picks_every_entry_off_the_diagonal_once():
@@ -61,6 +61,26 @@ def test_total_composes_the_parts():
     assert parts["inter"].item() == pytest.approx(18.0)
     assert parts["reg"].item() == pytest.approx(6 * hinge_per_z)
     assert total.item() == pytest.approx(5 * (1.0 + 18.0) + 6 * hinge_per_z)
+
+
+def test_released_weights_are_specs():
+    # SPEC.md: loss = 5 (intra + inter) + sum over six z of (5 variance hinge + covariance penalty).
+    assert RELEASED_LOSS_WEIGHTS == LossWeights(consistency=5.0, variance=5.0, covariance=1.0)
+
+
+def test_other_weights_change_the_loss_as_the_formula_says():
+    generator = torch.Generator().manual_seed(0)
+    z = {name: torch.randn(8, 4, generator=generator) for name in ("z_j", "z_b", "z_m", "z_uj", "z_ub", "z_um")}
+    weights = LossWeights(consistency=2.0, variance=3.0, covariance=0.5)
+    total, parts = umurl_loss(z, weights)
+    intra = intra_modal_consistency(z["z_j"], z["z_b"], z["z_m"], z["z_uj"], z["z_ub"], z["z_um"])
+    inter = inter_modal_consistency(z["z_j"], z["z_b"], z["z_m"])
+    reg = sum(3.0 * variance_hinge(value) + 0.5 * covariance_penalty(value) for value in z.values())
+    assert parts["reg"].item() == pytest.approx(reg.item(), rel=1e-6)
+    assert total.item() == pytest.approx((2.0 * (intra + inter) + reg).item(), rel=1e-6)
+    released, _ = umurl_loss(z)
+    assert total.item() != pytest.approx(released.item(), rel=1e-3)
+    assert umurl_loss(z, RELEASED_LOSS_WEIGHTS)[0].item() == released.item()
 
 
 def test_loss_is_float32_under_low_precision_autocast():

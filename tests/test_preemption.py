@@ -91,11 +91,11 @@ def test_a_stop_signal_checkpoints_after_the_step_and_the_same_command_ends_bit_
 
     real_loss, steps = pretrain.umurl_loss, []
 
-    def loss_and_signal(z):
+    def loss_and_signal(z, *weights):
         if len(steps) == at_step:
             os.kill(os.getpid(), number)
         steps.append(1)
-        return real_loss(z)
+        return real_loss(z, *weights)
 
     monkeypatch.setattr(pretrain, "umurl_loss", loss_and_signal)
     capsys.readouterr()
@@ -338,7 +338,7 @@ def test_a_non_finite_loss_names_the_latest_good_checkpoint(data_16, tmp_path, m
     flags = ["--batch-size", "8", "--workers", "0", "--seed", "3"]
     pretrain.main(parse(pretrain_command(data_16, seed, *flags, "--epochs", "1")))
     real_loss = pretrain.umurl_loss
-    monkeypatch.setattr(pretrain, "umurl_loss", lambda z: (real_loss(z)[0] * float("nan"), real_loss(z)[1]))
+    monkeypatch.setattr(pretrain, "umurl_loss", lambda z, *w: (real_loss(z)[0] * float("nan"), real_loss(z)[1]))
     with pytest.raises(SystemExit):
         pretrain.main(parse(pretrain_command(data_16, run_dir, *flags, "--epochs", "2", "--resume",
                                              str(seed / pretrain.LAST_CHECKPOINT))))

@@ -13,7 +13,7 @@ import pretrain
 from checkpoint import load_encoder_weights, read_checkpoint
 from dataset import write_split
 from options.pretrain import build_parser
-from umurl import DownstreamModel
+from umurl import DownstreamModel, LossWeights
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--hidden-size", "16", "--projector-dim", "32", "--pre-dataset", "demo", "--device", "cpu"]
@@ -163,8 +163,8 @@ def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_the_last_checkpoint
     before = weights(run_dir)
     real_loss = pretrain.umurl_loss
 
-    def nan_loss(z):
-        total, parts = real_loss(z)
+    def nan_loss(z, weights):
+        total, parts = real_loss(z, weights)
         return total * float("nan"), parts
 
     monkeypatch.setattr(pretrain, "umurl_loss", nan_loss)
@@ -211,3 +211,79 @@ def test_the_pretraining_batch_defaults_to_the_released_one_of_the_protocol(tmp_
     root = make_demo_data(tmp_path / "data", num_train=8)
     with pytest.raises(SystemExit, match="cannot fill one global batch of 512"):
         pretrain.main(run_args(root, tmp_path / "run"))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The loss's parts drive the logs; the view and the loss weights are recorded settings
+
+def test_a_new_loss_part_is_logged_without_a_change_to_pretrain(data_root, tmp_path, monkeypatch, capsys):
+    # A researcher adds a term to umurl_loss: its part reaches log.jsonl, TensorBoard and the epoch line.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    real_loss = pretrain.umurl_loss
+
+    def loss_with_a_new_term(z, weights):
+        total, parts = real_loss(z, weights)
+        novelty = z["z_j"].float().abs().mean()
+        return total + 0.01 * novelty, {**parts, "novelty": novelty.detach()}
+
+    monkeypatch.setattr(pretrain, "umurl_loss", loss_with_a_new_term)
+    run_dir = tmp_path / "run"
+    pretrain.main(run_args(data_root, run_dir, "--epochs", "2", "--batch-size", "8", "--workers", "0"))
+    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert [list(record)[2:7] for record in records] == [["loss", "intra", "inter", "reg", "novelty"]] * 2
+    assert all(record["novelty"] > 0 for record in records)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    assert len(lines) == 2 and all(", reg " in line and ", novelty " in line for line in lines)
+    events = EventAccumulator(str(run_dir / "tensorboard")).Reload()
+    assert {"train_loss", "train/intra", "train/novelty"} <= set(events.Tags()["scalars"])
+
+
+def test_epoch_progress_follows_the_parts_and_resumes_them_exactly():
+    steps = [{"loss": 3.1, "intra": 0.1, "new": 0.7}, {"loss": 2.9, "intra": 0.3, "new": 0.2},
+             {"loss": 2.5, "intra": 0.2, "new": 0.9}]
+    straight, interrupted = pretrain.EpochProgress((1, 8)), pretrain.EpochProgress((1, 8))
+    for values in steps:
+        straight.add_losses(values, 8)
+    interrupted.add_losses(steps[0], 8)
+    resumed = pretrain.EpochProgress((1, 8), interrupted.state_dict())
+    for values in steps[1:]:
+        resumed.add_losses(values, 8)
+    assert list(resumed.losses()) == ["loss", "intra", "new"]
+    assert resumed.losses() == straight.losses()  # the same floats, not approximately
+
+
+def test_the_epoch_line_names_every_part_in_the_loss_s_order():
+    stats = {"samples_per_s": 123.45, "data_time_s": 0.52}
+    line = pretrain.epoch_line(3, 5e-4, {"loss": 1.23456, "intra": 0.1, "inter": 0.2, "reg": 0.3}, stats, 90.0)
+    assert line == ("epoch 3: loss 1.2346 (intra 0.1000, inter 0.2000, reg 0.3000), lr 5.00e-04, 123.5 samples/s, "
+                    "data wait 0.5s, ETA 1.5 min")
+
+
+def test_the_view_and_the_loss_weights_are_recorded_and_a_resume_that_changes_one_is_refused(data_root, tmp_path):
+    from feeder.augmentations import RELEASED_VIEW
+
+    run_dir = tmp_path / "run"
+    common = ["--batch-size", "8", "--workers", "0"]
+    pretrain.main(run_args(data_root, run_dir, "--epochs", "1", *common))
+    config = json.loads((run_dir / "config.json").read_text())["config"]
+    assert config["view"] == RELEASED_VIEW.as_dict()
+    assert config["loss_weights"] == {"consistency": 5.0, "variance": 5.0, "covariance": 1.0}
+    assert read_checkpoint(run_dir / "checkpoint_last.pth.tar")["config"]["view"] == RELEASED_VIEW.as_dict()
+    for changed in (["--variance-weight", "2"], ["--min-crop-length", "16"]):
+        with pytest.raises(SystemExit, match="change the result"):
+            pretrain.main(run_args(data_root, run_dir, "--epochs", "2", *common, *changed))
+
+
+def test_loss_weights_reach_the_loss(data_root, tmp_path, monkeypatch):
+    seen = []
+    real_loss = pretrain.umurl_loss
+
+    def recording_loss(z, weights):
+        seen.append(weights)
+        return real_loss(z, weights)
+
+    monkeypatch.setattr(pretrain, "umurl_loss", recording_loss)
+    pretrain.main(run_args(data_root, tmp_path / "run", "--epochs", "1", "--batch-size", "8", "--workers", "0",
+                           "--consistency-weight", "1.5", "--variance-weight", "2", "--covariance-weight", "0"))
+    assert set(seen) == {LossWeights(consistency=1.5, variance=2.0, covariance=0.0)}

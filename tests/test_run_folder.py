@@ -360,11 +360,11 @@ import preemption
 import pretrain
 root = make_demo_data(Path({str(tmp_path / "data")!r}))
 real, calls = pretrain.umurl_loss, []
-def crash(z):
+def crash(z, *weights):
     calls.append(1)
     if len(calls) == 2:
         raise RuntimeError("injected crash")
-    return real(z)
+    return real(z, *weights)
 pretrain.umurl_loss = crash
 pretrain.main(run_args(root, Path({str(tmp_path / "run")!r}), "--epochs", "1", "--batch-size", "4", "--workers", "1"))
 """)
