@@ -18,6 +18,7 @@
 
 Shape legend: C coordinates (xyz), T frames, V joints, M bodies, N samples.
 """
+import collections
 import contextlib
 import errno
 import math
@@ -200,16 +201,24 @@ def normalized_batch(sequences, max_frames, topology, num_persons):
 def parallel_map(function, items, workers):
     """function(item) for each item, in order: in this process with one worker, else from `workers` processes.
 
-    Leaving early (an error, or the caller closing the generator) cancels the items not yet started
-    and waits for the running ones. (multiprocessing.Pool's terminate could hang there: its task
-    thread blocked on a queue that terminated workers no longer read.)
+    At most two items per worker are in flight, so a caller slower than the workers (writing to a slow
+    disk) holds a few results in memory, not all of them; `items` is read as lazily. Leaving early (an
+    error, or the caller closing the generator) cancels the items not yet started and waits for the
+    running ones. (multiprocessing.Pool's terminate could hang there: its task thread blocked on a queue
+    that terminated workers no longer read.)
     """
     if workers <= 1:
         yield from map(function, items)
         return
     pool = ProcessPoolExecutor(workers)
     try:
-        yield from pool.map(function, items)
+        in_flight = collections.deque()
+        for item in items:
+            in_flight.append(pool.submit(function, item))
+            if len(in_flight) == 2 * workers:
+                yield in_flight.popleft().result()
+        while in_flight:
+            yield in_flight.popleft().result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

@@ -374,6 +374,19 @@ def test_only_temporary_names_exist_until_the_commit(raw_folder, tmp_path, monke
     assert final_files(out) == sorted(2 * list(FINAL_NAMES))
 
 
+def test_parallel_map_keeps_the_order_and_reads_only_a_few_items_ahead():
+    pulled = []
+
+    def items():
+        for i in range(20):
+            pulled.append(i)
+            yield -i
+
+    results = common.parallel_map(abs, items(), workers=2)
+    assert next(results) == 0 and len(pulled) <= 4  # two per worker in flight, not the whole input
+    assert list(results) == list(range(1, 20))
+
+
 def test_cli_reports_a_missing_data_path_without_a_traceback(tmp_path):
     with pytest.raises(SystemExit, match="is not a folder"):
         main(["--data_path", str(tmp_path / "nowhere"), "--dataset", "ntu60", "--out_folder", str(tmp_path)])
