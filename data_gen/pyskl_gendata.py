@@ -83,8 +83,9 @@ def read_splits(content, path, dataset):
         for part in PARTS:
             name = split_name(protocol, part)
             if name not in splits:
+                present = ", ".join(map(str, splits)) or "none"
                 raise SkeletonFileError(path, None, f"no split '{name}', which {dataset} {protocol} needs (the "
-                                                    f"file has {', '.join(map(str, splits))}); is --dataset right?")
+                                                    f"file has {present}); is --dataset right?")
             names = splits[name]
             if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
                 raise SkeletonFileError(path, None, f"split '{name}' is not a list of frame_dir names")
