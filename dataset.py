@@ -15,17 +15,13 @@ import numpy as np
 
 from feeder.augmentations import RELEASED_VIEW
 from feeder.feeder import DownstreamDataset, PretrainDataset, RawPretrainDataset
-from options.protocols import get_protocol
+from options.protocols import get_protocol, split_paths
 from safe_io import DataFileError, check_label_range, load_labels
 
 
 def split_files(data_root, entry, part):
     """(data, num_frame, label) paths of split `part` ("train" or "val") of a Protocol entry."""
-    return _split_files(Path(data_root) / entry.folder, part)
-
-
-def _split_files(folder, part):
-    return (folder / f"{part}_data_joint.npy", folder / f"{part}_num_frame.npy", folder / f"{part}_label.pkl")
+    return split_paths(Path(data_root) / entry.folder, part)
 
 
 def write_split(folder, part, data, num_frames, names, labels):
@@ -36,7 +32,7 @@ def write_split(folder, part, data, num_frames, names, labels):
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    data_path, num_frame_path, label_path = _split_files(folder, part)
+    data_path, num_frame_path, label_path = split_paths(folder, part)
     np.save(data_path, np.asarray(data, dtype=np.float32))
     np.save(num_frame_path, np.asarray(num_frames, dtype=np.int64))
     with open(label_path, "wb") as f:

@@ -18,7 +18,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_gen.ntu_gendata import DATASETS, is_training, list_samples  # noqa: E402
+from data_gen.ntu_gendata import is_training, list_samples  # noqa: E402
+from options.protocols import prepared_folder, protocols_of  # noqa: E402
 from skeleton import NTU_25  # noqa: E402
 
 
@@ -134,13 +135,12 @@ def naive_convert(paths, max_frames=300):
 
 def naive_gendata(data_path, out_folder, dataset, max_frames=300):
     """The released flow: for every benchmark and part, read its files, normalise them, save in one go."""
-    folder_name, benchmarks = DATASETS[dataset]
     samples, _, _ = list_samples([data_path], dataset)
-    for benchmark in benchmarks:
-        out = Path(out_folder) / folder_name / benchmark
+    for protocol in protocols_of(dataset):
+        out = prepared_folder(out_folder, dataset, protocol)
         os.makedirs(out, exist_ok=True)
         for part in ("train", "val"):
-            chosen = [s for s in samples if is_training(s, dataset, benchmark) == (part == "train")]
+            chosen = [s for s in samples if is_training(s, dataset, protocol) == (part == "train")]
             data = np.zeros((len(chosen), 3, max_frames, 25, 2), dtype=np.float32)
             num_frames = np.zeros(len(chosen), dtype=np.int64)
             for i, sample in enumerate(chosen):

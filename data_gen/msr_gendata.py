@@ -19,7 +19,7 @@ Conventions:
   normalisation then centres on the spine and turns left -> right shoulder onto +x.
 - The confidence column c is dropped. Sequences are zero-padded to T_max frames before normalisation;
   a longer one (only the 936-frame outlier a13_s09_e03 of the full 567, outside the usual 557 list) is
-  resampled to T_max evenly spaced frames so the whole action survives (`fit_length`). The longest
+  resampled to T_max evenly spaced frames so the whole action survives (`common.fit_length`). The longest
   sequence of the 557 list has 76 frames.
 
 Shape legend: C coordinates (xyz), T frames, V joints, M persons, N samples.
@@ -35,74 +35,21 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_gen.normalize import normalize_skeletons  # noqa: E402
-from data_gen.ntu_gendata import (  # noqa: E402
-    DiskFullError, PartWriter, SkeletonFileError, check_free_space, fields_per_line, output_bytes)
+from data_gen.common import (  # noqa: E402
+    DiskFullError, SkeletonFileError, all_or_nothing, normalized_batch, parse_number_table)
 from options.checks import at_least, checked  # noqa: E402
+from options.protocols import PARTS, prepared_folder  # noqa: E402
 from skeleton import MSR_20  # noqa: E402
 
+DATASET, PROTOCOL = "msr", "cross_subject"  # the entry of options/protocols.py this converter writes
 TRAIN_SUBJECTS = (1, 3, 5, 7, 9)
 MAX_FRAMES = 300
 FILE_SUFFIX = "_skeleton3D.txt"
 NAME_PATTERN = re.compile(r"a(\d+)_s(\d+)_e(\d+)")
 ID_RANGES = (("a", 20), ("s", 10), ("e", 3))  # 20 actions, 10 subjects, up to 3 repetitions
-PARTS = ("train", "val")
-
-
-# ----------------------------------------------------------------------------- text tables (also for PKU)
-def parse_number_table(raw, width, path):
-    """Whitespace-separated numbers, `width` per line -> (lines, width) float32.
-
-    raw: the file's bytes. Trailing blank lines are ignored. A line with another count, a token that is
-    not a number or a non-finite value raises SkeletonFileError naming the file and the 1-based line.
-    Counting and parsing are single numpy passes; only the error path looks at lines one by one.
-    """
-    raw = raw.rstrip()
-    if not raw:
-        return np.zeros((0, width), np.float32)
-    counts = fields_per_line(raw)  # (lines,)
-    bad = np.flatnonzero(counts != width)
-    if bad.size:
-        raise SkeletonFileError(path, int(bad[0]) + 1, f"expected {width} numbers, found {counts[bad[0]]}")
-    try:
-        values = np.array(raw.split(), dtype=np.float32)  # (lines * width,)
-    except ValueError:
-        line, token = _first_non_number(raw)
-        raise SkeletonFileError(path, line, f"not a number: {token!r}") from None
-    finite = np.isfinite(values)
-    if not finite.all():
-        raise SkeletonFileError(path, int(np.argmin(finite)) // width + 1, "non-finite value")
-    return values.reshape(-1, width)  # (lines, width)
-
-
-def _first_non_number(raw):
-    """Slow path, only after a failed parse: (1-based line, token) of the first token float() rejects."""
-    for number, line in enumerate(raw.split(b"\n"), start=1):
-        for token in line.split():
-            try:
-                float(token)
-            except ValueError:
-                return number, token.decode("latin-1")
-    raise AssertionError("the table failed to parse, but every token parses on its own")
 
 
 # ----------------------------------------------------------------------------- samples and splits
-def fit_length(seq, max_frames):
-    """Zero-pad (or, when longer, evenly resample) a sequence to exactly `max_frames` frames.
-
-    seq: (C, T, V, M) -> ((C, max_frames, V, M) float32, num_frame = min(T, max_frames)).
-    Resampling picks evenly spaced real frames, first and last included, rather than truncating, so a
-    long action keeps its end; nothing is interpolated, so absent bodies and joints stay exactly zero.
-    """
-    num_frames = seq.shape[1]
-    if num_frames > max_frames:
-        keep = np.round(np.linspace(0, num_frames - 1, max_frames)).astype(np.int64)  # (max_frames,)
-        return seq[:, keep].astype(np.float32), max_frames
-    out = np.zeros((seq.shape[0], max_frames, *seq.shape[2:]), np.float32)
-    out[:, :num_frames] = seq
-    return out, num_frames
-
-
 def parse_name(name):
     """'a01_s03_e02' (with or without the file suffix) -> (action, subject, repetition) ints.
 
@@ -172,40 +119,23 @@ def split_cross_subject(names):
 # ----------------------------------------------------------------------------- conversion
 def load_part(data_path, names, max_frames):
     """Read, pad and normalise the named samples -> (data (N, 3, max_frames, 20, 1) float32, num_frame)."""
-    fitted = [fit_length(read_msr_skeleton(Path(data_path) / f"{name}{FILE_SUFFIX}"), max_frames)
-              for name in names]
-    data = np.zeros((len(names), 3, max_frames, MSR_20.num_joints, 1), np.float32)  # (N, C, T, V, M)
-    for i, (sample, _) in enumerate(fitted):
-        data[i] = sample
-    if len(names):  # normalize_skeletons cannot take an empty batch (a sample list may empty a split)
-        data = normalize_skeletons(data, topology=MSR_20)
-    return data, [num_frame for _, num_frame in fitted]
+    sequences = [read_msr_skeleton(Path(data_path) / f"{name}{FILE_SUFFIX}") for name in names]
+    return normalized_batch(sequences, max_frames, MSR_20, num_persons=1)
 
 
 def gendata(data_path, out_folder, sample_list=None, max_frames=MAX_FRAMES):
-    """Convert MSR Action3D into `<out_folder>/MSR-Action3D/xsub`; returns {part: number of samples}.
+    """Convert MSR Action3D into its prepared folder (`<out_folder>/MSR-Action3D/xsub`); returns {part: samples}.
 
     Every file is read before anything is written; nothing final exists until both parts are complete.
     """
-    out_dir = Path(out_folder) / "MSR-Action3D" / "xsub"
+    out_dir = prepared_folder(out_folder, DATASET, PROTOCOL)
     parts = split_cross_subject(list_samples(data_path, sample_list))
     converted = {part: load_part(data_path, names, max_frames) for part, names in parts.items()}
-    check_free_space(out_dir, output_bytes([len(names) for names in parts.values()],
-                                           (3, max_frames, MSR_20.num_joints, 1)))
-    writers = []
-    try:
+    capacities = {(out_dir, part): len(names) for part, names in parts.items()}
+    with all_or_nothing(out_dir, capacities, (3, max_frames, MSR_20.num_joints, 1)) as output:
         for part, names in parts.items():
             data, num_frame = converted[part]
-            writer = PartWriter(out_dir, part, len(names), data.shape[1:])
-            writers.append(writer)
-            writer.write(data, names, [parse_name(name)[0] - 1 for name in names], num_frame)
-            writer.finish()
-        for writer in writers:
-            writer.commit()
-    except BaseException:  # interrupted or failed: leave no temporary files behind
-        for writer in writers:
-            writer.discard()
-        raise
+            output.write(out_dir, part, data, names, [parse_name(name)[0] - 1 for name in names], num_frame)
     return {part: len(names) for part, names in parts.items()}
 
 
@@ -216,7 +146,8 @@ def main(argv=None):
     parser.add_argument("--sample_list", default=None,
                         help="sample names to keep, one per line, e.g. files_used_in_cvpr12_paper.txt "
                              "(557 samples); default: every file in data_path (567)")
-    parser.add_argument("--out_folder", default="data", help="parent folder of MSR-Action3D/xsub")
+    parser.add_argument("--out_folder", default="data",
+                        help=f"the data root, parent of {prepared_folder('', DATASET, PROTOCOL)}")
     parser.add_argument("--max_frames", type=int, default=MAX_FRAMES, action=checked(at_least(1)),
                         help="T_max, frames per padded sample (longer sequences are resampled to it)")
     args = parser.parse_args(argv)
@@ -229,7 +160,7 @@ def main(argv=None):
     except (ValueError, FileNotFoundError, DiskFullError) as error:  # SkeletonFileError is a ValueError
         sys.exit(f"error: {error}")
     print(f"MSR Action3D x-sub: {counts['train']} train / {counts['val']} val samples in "
-          f"{Path(args.out_folder) / 'MSR-Action3D' / 'xsub'} ({time.time() - start:.1f} s)")
+          f"{prepared_folder(args.out_folder, DATASET, PROTOCOL)} ({time.time() - start:.1f} s)")
 
 
 if __name__ == "__main__":

@@ -7,9 +7,10 @@
         --ignored_sample_path NTU_RGBD120_samples_with_missing_skeletons.txt --out_folder data/
     cd data_gen && python ntu_gendata.py      # the released call: the released layout's default paths
 
-writes, under `out_folder`, `NTU-RGB-D-60-AGCN/{xsub,xview}` or `NTU-RGB-D-120-AGCN/{xsub,xsetup}`, each
-with `{train,val}_data_joint.npy` float32 (N, 3, 300, 25, 2), `{train,val}_num_frame.npy` int64 (N,)
-(the file's frame count) and `{train,val}_label.pkl` = (list of file names, list of labels = action - 1).
+writes, under `out_folder`, the folder of each of the dataset's protocols in options/protocols.py
+(`NTU-RGB-D-60-AGCN/{xsub,xview}` or `NTU-RGB-D-120-AGCN/{xsub,xsetup}`), each with
+`{train,val}_data_joint.npy` float32 (N, 3, 300, 25, 2), `{train,val}_num_frame.npy` int64 (N,) (the file's
+frame count) and `{train,val}_label.pkl` = (list of file names, list of labels = action - 1).
 Without paths it uses the released layout below the repository root: NTU-120 (the released default
 dataset; `--dataset ntu60` for NTU-60) from `data/nturgbd_raw_120/nturgb+d_skeletons/`, leaving out
 the samples of `data/nturgbd_raw_120/samples_with_missing_skeletons.txt`, into `data/`.
@@ -17,7 +18,7 @@ the samples of `data/nturgbd_raw_120/samples_with_missing_skeletons.txt`, into `
 How it runs (SPEC.md, "NTU RGB+D preprocessing"):
 - every file is parsed once for all benchmarks of the dataset, in parallel over chunks of files;
   each worker reads its chunk, pads it to 300 frames and normalises it as one batch;
-- the main process streams the rows into memory-mapped `.npy` files under temporary names and renames
+- the main process streams the rows into `.npy` files under temporary names and renames
   them (os.replace) only when everything succeeded, so an interrupted run leaves nothing that looks
   finished;
 - a malformed file raises `SkeletonFileError` naming the file and the 1-based line. By default every
@@ -38,16 +39,11 @@ Shape legend: C = 3 coordinates (xyz), T frames, V = 25 joints, M bodies.
 """
 import argparse
 import contextlib
-import errno
 import functools
-import math
 import os
-import pickle
 import re
-import shutil
 import sys
 from dataclasses import dataclass
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -56,8 +52,11 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import console  # noqa: E402
-from data_gen.normalize import normalize_skeletons  # noqa: E402
+from data_gen.common import (  # noqa: E402
+    MAX_ABS_COORDINATE, DiskFullError, SkeletonFileError, all_or_nothing, fields_per_line, main_bodies,
+    normalized_batch, parallel_map)
 from options.checks import at_least, checked  # noqa: E402
+from options.protocols import PARTS, prepared_folder, protocols_of  # noqa: E402
 from skeleton import NTU_25  # noqa: E402
 
 MAX_FRAMES = 300  # the padded length of the released arrays
@@ -67,23 +66,16 @@ MAX_BODIES_TRACKED = 6  # bodies Kinect v2 tracks at once: no frame of a recordi
 MAX_LINE_BYTES = 256  # a joint line (12 numbers) takes about 110 bytes, a body line about 60
 BODY_FIELDS = 10  # bodyID clippedEdges hand{Left,Right}{Confidence,State} isRestricted leanX leanY state
 JOINT_FIELDS = 12  # x y z depthX depthY colorX colorY orientationW/X/Y/Z trackingState
-# Largest |x|, |y|, |z| accepted, in metres: far beyond any depth sensor's range, and far enough below
-# float32's limit (3.4e38) that the float32 output and its normalisation cannot overflow.
-MAX_ABS_COORDINATE = 1e6
 
 NTU60_TRAIN_SUBJECTS = (1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38)
 NTU120_TRAIN_SUBJECTS = NTU60_TRAIN_SUBJECTS + (
     45, 46, 47, 49, 50, 52, 53, 54, 55, 56, 57, 58, 59, 70, 74, 78, 80, 81, 82, 83, 84, 85, 86, 89, 91, 92,
     93, 94, 95, 97, 98, 100, 103)
 TRAIN_CAMERAS = (2, 3)  # x-view; camera 1 is the validation view
-# dataset -> (output folder, benchmarks); the split rule of each benchmark is in `is_training`.
-# "demo" is synthetic NTU-format data (data_gen/synthetic.py) split by NTU-60's subjects, for the
-# "demo" protocol of options/protocols.py.
-DATASETS = {
-    "ntu60": ("NTU-RGB-D-60-AGCN", ("xsub", "xview")),
-    "ntu120": ("NTU-RGB-D-120-AGCN", ("xsub", "xsetup")),
-    "demo": ("demo", ("xsub",)),
-}
+# The datasets of options/protocols.py in the NTU format; their protocols and output folders come from
+# that table, the split rule of each protocol is in `is_training`. "demo" is synthetic NTU-format data
+# (data_gen/synthetic.py) split by NTU-60's subjects.
+DATASETS = ("ntu60", "ntu120", "demo")
 NTU60_LAST_SETUP, NTU60_LAST_ACTION = 17, 60
 # The ids NTU RGB+D 120 uses, which hold those of NTU-60: a name outside them is no NTU recording (an
 # action A000 or A999 would become label -1 or 998).
@@ -97,21 +89,8 @@ ID_RANGES = {"setup": ("S", 32), "camera": ("C", 3), "subject": ("P", 106), "rep
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RELEASED_RAW_FOLDERS = {"ntu60": "data/nturgbd_raw", "ntu120": "data/nturgbd_raw_120"}
 RELEASED_DEFAULT_DATASET = "ntu120"  # the released script converts NTU-120 when run without arguments
-PARTS = ("train", "val")
 SKIPPED_LIST = "skipped_files.txt"
 NAME_PATTERN = re.compile(r"S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})")
-
-
-class SkeletonFileError(ValueError):
-    """A raw skeleton file that cannot be read; names the file and the 1-based line (None: whole file)."""
-
-    def __init__(self, path, line, reason):
-        super().__init__(path, line, reason)  # keeps the exception picklable across worker processes
-        self.path, self.line, self.reason = str(path), line, reason
-
-    def __str__(self):
-        where = self.path if self.line is None else f"{self.path}, line {self.line}"
-        return f"{where}: {self.reason}"
 
 
 class DataPathError(ValueError):
@@ -146,22 +125,6 @@ def _check_text(path, raw):
     if len(bad):
         line = int(np.count_nonzero(byte[:bad[0]] == ord("\n"))) + 1
         raise SkeletonFileError(path, line, f"unexpected byte 0x{byte[bad[0]]:02x}: not a skeleton text file")
-
-
-def fields_per_line(raw):
-    """Number of whitespace-separated fields on each line of `raw` (bytes), counted without a Python loop.
-
-    Lines are split at b"\\n" exactly like `raw.decode().split("\\n")`; "\\r" counts as whitespace, so
-    CRLF and LF files give the same counts. Returns (number of lines,) int64.
-    """
-    byte = np.frombuffer(raw, dtype=np.uint8)
-    solid = byte > ord(" ")  # space, tab, CR, LF and other control bytes separate fields
-    field_start = np.flatnonzero(solid[1:] > solid[:-1]) + 1  # (fields,) byte offsets
-    if len(solid) and solid[0]:
-        field_start = np.concatenate([[0], field_start])
-    newline = np.flatnonzero(byte == ord("\n"))  # (lines - 1,)
-    line_of_field = np.searchsorted(newline, field_start)  # newlines before the field = its line index
-    return np.bincount(line_of_field, minlength=len(newline) + 1)
 
 
 @dataclass
@@ -259,20 +222,6 @@ def _parse_xyz(path, lines, fields, joint_lines):
     return xyz
 
 
-def body_energy(bodies):
-    """Energy of each body slot: std(x) + std(y) + std(z) over its non-empty frames (0 if none).
-
-    bodies: (M, T, V, C) with all-zero frames where the slot is empty. Returns (M,) float64. The std
-    is over all joints of all non-empty frames, per coordinate, as in the released reader.
-    """
-    nonempty = (bodies != 0).any(axis=(2, 3))  # (M, T)
-    weight = nonempty[:, :, None, None]  # (M, T, 1, 1)
-    count = np.maximum(nonempty.sum(1) * bodies.shape[2], 1)[:, None]  # (M, 1) joints in the std
-    mean = (bodies * weight).sum(axis=(1, 2)) / count  # (M, C)
-    variance = (((bodies - mean[:, None, None]) ** 2) * weight).sum(axis=(1, 2)) / count  # (M, C)
-    return np.sqrt(variance).sum(axis=1) * nonempty.any(axis=1)  # (M,)
-
-
 def max_file_lines(max_frames, num_joints=NTU_25.num_joints):
     """Lines of the longest file a recording of `max_frames` frames can be: the frame count, then per
     frame a body count and, for each of at most MAX_BODIES_TRACKED bodies, its info line, joint count
@@ -343,8 +292,7 @@ def read_xyz(path, num_joints=NTU_25.num_joints, num_bodies=MAX_BODIES_KEPT, max
     read = slot < MAX_BODIES_READ  # later bodies of a crowded frame are dropped, as released
     bodies = np.zeros((MAX_BODIES_READ, layout.num_frames, num_joints, 3))  # (M, T, V, C)
     bodies[slot[read], frame[read]] = xyz[read]
-    order = np.argsort(-body_energy(bodies), kind="stable")[:num_bodies]
-    return bodies[order].transpose(3, 1, 2, 0).astype(np.float32)  # (C, T, V, M)
+    return main_bodies(bodies, num_bodies).transpose(3, 1, 2, 0).astype(np.float32)  # (C, T, V, M)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -377,16 +325,16 @@ def parse_name(path):
     return Sample(path.name, str(path), *(int(group) for group in match.groups()))
 
 
-def is_training(sample, dataset, benchmark):
-    """True when `sample` is in the training part of `benchmark` (SPEC.md splits)."""
-    if benchmark == "xsub":
+def is_training(sample, dataset, protocol):
+    """True when `sample` is in the training part of `protocol` (SPEC.md splits)."""
+    if protocol == "cross_subject":
         subjects = NTU120_TRAIN_SUBJECTS if dataset == "ntu120" else NTU60_TRAIN_SUBJECTS
         return sample.subject in subjects
-    if benchmark == "xview":
+    if protocol == "cross_view":
         return sample.camera in TRAIN_CAMERAS
-    if benchmark == "xsetup":
+    if protocol == "cross_setup":
         return sample.setup % 2 == 0
-    raise ValueError(f"unknown benchmark {benchmark!r}")
+    raise ValueError(f"unknown protocol {protocol!r}")
 
 
 def id_problem(sample):
@@ -477,231 +425,39 @@ class Chunk:
 
 def convert_chunk(paths, max_frames=MAX_FRAMES, topology=NTU_25):
     """Read, pad to `max_frames` and normalise a list of raw files as one batch -> Chunk."""
-    names, num_frames, samples, errors = [], [], [], []
+    names, samples, errors = [], [], []
     for path in paths:
         try:
-            xyz = read_xyz(path, topology.num_joints, max_frames=max_frames)  # (C, T, V, M)
+            samples.append(read_xyz(path, topology.num_joints, max_frames=max_frames))  # (C, T, V, M)
         except SkeletonFileError as error:
             errors.append(error)
             continue
         names.append(Path(path).name)
-        num_frames.append(xyz.shape[1])
-        samples.append(xyz)
-    data = np.zeros((len(samples), 3, max_frames, topology.num_joints, MAX_BODIES_KEPT), np.float32)
-    for i, xyz in enumerate(samples):
-        data[i, :, :xyz.shape[1]] = xyz
-    return Chunk(names, num_frames, normalize_skeletons(data, topology), errors)
+    data, num_frames = normalized_batch(samples, max_frames, topology, MAX_BODIES_KEPT)  # no file is longer
+    return Chunk(names, num_frames, data, errors)
 
 
-def _converted_chunks(chunks, workers, max_frames):
-    """Chunk results in input order, from a process pool or, with one worker, in this process."""
-    convert = functools.partial(convert_chunk, max_frames=max_frames)
-    if workers <= 1:
-        yield from map(convert, chunks)
-        return
-    yield from parallel_map(convert, chunks, workers)
+def _route(chunk, samples, dataset, output, folders):
+    """Append each sample of a converted chunk to its part in every protocol (folders: protocol -> folder)."""
+    for protocol, folder in folders.items():
+        for part in PARTS:
+            rows = [i for i, sample in enumerate(samples)
+                    if is_training(sample, dataset, protocol) == (part == "train")]
+            output.write(folder, part, chunk.data[rows], [samples[i].name for i in rows],
+                         [samples[i].label for i in rows], [chunk.num_frames[i] for i in rows])
 
 
-def parallel_map(function, items, workers):
-    """function(item) for each item, in order, from `workers` processes.
-
-    Leaving early (an error, or the caller closing the generator) cancels the items not yet started
-    and waits for the running ones. (multiprocessing.Pool's terminate could hang there: its task
-    thread blocked on a queue that terminated workers no longer read.)
-    """
-    pool = ProcessPoolExecutor(workers)
-    try:
-        yield from pool.map(function, items)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Writing: temporary files, renamed when everything succeeded
-
-
-def temporary(path):
-    """The name a file is written under until it is complete: `x.npy` -> `x.npy.tmp`."""
-    return path.with_name(path.name + ".tmp")
-
-
-class DiskFullError(RuntimeError):
-    """The output does not fit on its disk: refused up front, or the disk filled up while writing."""
-
-    def __init__(self, path, free, needed=None):
-        super().__init__(path, free, needed)
-        self.path, self.free, self.needed = Path(path), free, needed
-
-    def __str__(self):
-        if self.needed is not None:
-            return (f"{self.path}: the output needs {_size(self.needed)} but its disk has {_size(self.free)} free: "
-                    f"free some space or choose another --out_folder")
-        return (f"{self.path}: the disk filled up while writing it ({_size(self.free)} free now); nothing final was "
-                f"written: free some space or choose another --out_folder, and run again")
-
-
-def _size(num_bytes):
-    return f"{num_bytes / 1e9:.2f} GB" if num_bytes >= 1e9 else f"{num_bytes / 1e6:.1f} MB"
-
-
-def _free_bytes(folder):
-    """Free bytes on the disk of `folder`, or of its nearest existing parent (it may not exist yet)."""
-    folder = Path(folder).absolute()
-    existing = next(path for path in (folder, *folder.parents) if path.exists())
-    return shutil.disk_usage(existing).free
-
-
-def output_bytes(capacities, sample_shape, cut_copy=False):
-    """An upper bound of the bytes a conversion writes: float32 rows of `sample_shape` for each part's
-    capacity, 4 KiB of header and 256 bytes of name, label and frame count per sample; with `cut_copy`
-    (files may be skipped) also the largest part again, which `PartWriter.finish` copies."""
-    row = 4 * math.prod(sample_shape)
-    needed = sum(capacity * (row + 256) + 4096 for capacity in capacities)
-    return needed + (max(capacities, default=0) * row if cut_copy else 0)
-
-
-def check_free_space(folder, needed):
-    """Refuse, before anything is written, an output of `needed` bytes that the disk of `folder` cannot hold."""
-    free = _free_bytes(folder)
-    if needed > free:
-        raise DiskFullError(folder, free, needed)
-
-
-@contextlib.contextmanager
-def _disk_full_names(path):
-    """Turn a full disk (ENOSPC, or EDQUOT: a full quota) while writing `path` into DiskFullError."""
-    try:
-        yield
-    except OSError as error:
-        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        raise DiskFullError(path, _free_bytes(Path(path).parent)) from None
-
-
-def _reserve(file, size):
-    """Allocate the blocks of an open file now (posix_fallocate), so that a disk too full to hold it fails
-    here with ENOSPC rather than hours later; where the file system cannot, the up-front estimate is all."""
-    if size == 0 or not hasattr(os, "posix_fallocate"):
-        return
-    try:
-        os.posix_fallocate(file.fileno(), 0, size)
-    except OSError as error:
-        if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-            raise
-
-
-def _new_array_file(path, shape):
-    """Create a float32 .npy file of `shape` with its blocks reserved; return the header's length in bytes."""
-    array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
-    offset = array.offset
-    del array  # header written and file sized; rows come later
-    with open(path, "r+b") as file:
-        _reserve(file, offset + 4 * math.prod(shape))
-    return offset
-
-
-def _write_at(file, data, offset):
-    """All bytes of the array `data` at `offset` of an open file (one os.pwrite may write fewer)."""
-    view = memoryview(np.ascontiguousarray(data)).cast("B")
-    while view:
-        written = os.pwrite(file.fileno(), view, offset)
-        view, offset = view[written:], offset + written
-
-
-class PartWriter:
-    """Streams the rows of one part (e.g. xsub/train) into temporary files; `commit` renames them.
-
-    The data array is allocated for every sample that may land in the part, its blocks reserved on the
-    disk up front, and filled from the front. Rows are written with plain writes, not through a memory
-    map: a full disk then raises an error this class turns into DiskFullError (naming the file and the
-    free space), where a memory-mapped write would kill the process with SIGBUS. Neither way do the
-    written pages pile up in this process's resident memory.
-    """
-
-    def __init__(self, folder, part, capacity, sample_shape):
-        """Create the part's temporary data file, sized for `capacity` rows of `sample_shape` (C, T, V, M).
-
-        folder: where the part's files go; part: "train" or "val".
-        """
-        self.folder, self.part, self.count = Path(folder), part, 0
-        self.names, self.labels, self.num_frames = [], [], []
-        self.data_path = self.folder / f"{part}_data_joint.npy"
-        self.final_paths = [self.data_path, self.folder / f"{part}_num_frame.npy",
-                            self.folder / f"{part}_label.pkl"]
-        self.capacity, self.sample_shape = capacity, tuple(sample_shape)
-        self.row_bytes = 4 * math.prod(sample_shape)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        try:
-            with _disk_full_names(self.data_path):
-                self.offset = _new_array_file(temporary(self.data_path), (capacity, *self.sample_shape))
-        except BaseException:  # the caller has no writer to discard yet
-            self.discard()
-            raise
-
-    def write(self, data, names, labels, num_frames):
-        """Append rows: data (n, C, T, V, M) float32 with their names, labels and frame counts."""
-        assert len(data) == len(names) == len(labels) == len(num_frames), "one name, label, count per row"
-        if len(data) == 0:
-            return
-        with _disk_full_names(self.data_path), open(temporary(self.data_path), "r+b") as file:
-            _write_at(file, np.asarray(data, dtype=np.float32), self.offset + self.count * self.row_bytes)
-        self.count += len(data)
-        self.names += names
-        self.labels += labels
-        self.num_frames += num_frames
-
-    def finish(self):
-        """Write the small files and cut the data array to the rows written (after skipped files)."""
-        data_tmp = temporary(self.data_path)
-        with _disk_full_names(self.data_path):
-            if self.count != self.capacity:  # only with skipped files: copy the written rows to a smaller array
-                array = np.load(data_tmp, mmap_mode="r")
-                cut_tmp = data_tmp.with_name(data_tmp.name + ".cut")
-                offset = _new_array_file(cut_tmp, (self.count, *self.sample_shape))
-                with open(cut_tmp, "r+b") as cut:
-                    for start in range(0, self.count, 256):  # a few hundred rows at a time keeps memory flat
-                        _write_at(cut, array[start:start + 256], offset + start * self.row_bytes)
-                del array
-                os.replace(cut_tmp, data_tmp)
-        with _disk_full_names(self.final_paths[1]), open(temporary(self.final_paths[1]), "wb") as file:
-            np.save(file, np.asarray(self.num_frames, dtype=np.int64))
-        with _disk_full_names(self.final_paths[2]), open(temporary(self.final_paths[2]), "wb") as file:
-            pickle.dump((list(self.names), [int(label) for label in self.labels]), file)
-
-    def commit(self):
-        """Give every file its final name; the data array goes last."""
-        for path in reversed(self.final_paths):
-            os.replace(temporary(path), path)
-
-    def discard(self):
-        """Delete whatever temporary files exist."""
-        for path in self.final_paths:
-            for leftover in (temporary(path), temporary(path).with_name(temporary(path).name + ".cut")):
-                leftover.unlink(missing_ok=True)
-
-
-def _write_skipped_list(path, errors):
+def _skipped_list(errors):
     """The skipped files, one per line: name, tab, reason (line number included)."""
-    with _disk_full_names(path), open(temporary(path), "w") as file:
-        for error in errors:
-            file.write(f"{Path(error.path).name}\t{error}\n")
-
-
-def _route(chunk, samples, dataset, writers):
-    """Append each sample of a converted chunk to its part in every benchmark."""
-    for (benchmark, part), writer in writers.items():
-        rows = [i for i, sample in enumerate(samples)
-                if is_training(sample, dataset, benchmark) == (part == "train")]
-        writer.write(chunk.data[rows], [samples[i].name for i in rows], [samples[i].label for i in rows],
-                     [chunk.num_frames[i] for i in rows])
+    return "".join(f"{Path(error.path).name}\t{error}\n" for error in errors)
 
 
 def gendata(data_paths, out_folder, dataset, ignored_sample_path=None, workers=1, skip_invalid=False,
             max_frames=MAX_FRAMES, chunk_size=16, progress=True):
-    """Convert a folder (or several) of raw NTU files into every benchmark of `dataset`.
+    """Convert a folder (or several) of raw NTU files into every protocol of `dataset`.
 
-    data_paths: folder or list of folders holding `*.skeleton` files. Writes
-    `out_folder/<DATASETS[dataset][0]>/<benchmark>/...` (see the module docstring). Returns a summary
+    data_paths: folder or list of folders holding `*.skeleton` files. Writes each protocol's
+    `prepared_folder(out_folder, dataset, protocol)` (see the module docstring). Returns a summary
     dict: {"converted", "left_out", "skipped" (messages), "parts": {"xsub/train": count, ...}, "folder"}.
     Raises InvalidFilesError (and writes nothing final) when a file is invalid and not `skip_invalid`,
     DiskFullError (before writing anything) when the output does not fit on the disk, or when the disk
@@ -710,8 +466,8 @@ def gendata(data_paths, out_folder, dataset, ignored_sample_path=None, workers=1
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {sorted(DATASETS)}")
     data_paths = [data_paths] if isinstance(data_paths, (str, os.PathLike)) else list(data_paths)
-    folder_name, benchmarks = DATASETS[dataset]
-    root = Path(out_folder) / folder_name
+    folders = {protocol: prepared_folder(out_folder, dataset, protocol) for protocol in protocols_of(dataset)}
+    root = next(iter(folders.values())).parent  # the dataset's folder, e.g. NTU-RGB-D-60-AGCN
     ignored = read_ignored(ignored_sample_path)
     samples, errors, left_out = list_samples(data_paths, dataset, ignored)
     num_named_invalid = len(errors)
@@ -723,42 +479,26 @@ def gendata(data_paths, out_folder, dataset, ignored_sample_path=None, workers=1
 
     sample_shape = (3, max_frames, NTU_25.num_joints, MAX_BODIES_KEPT)
     capacities = {}
-    for benchmark in benchmarks:
-        train = sum(is_training(sample, dataset, benchmark) for sample in samples)
-        capacities.update({(benchmark, "train"): train, (benchmark, "val"): len(samples) - train})
-    check_free_space(root, output_bytes(capacities.values(), sample_shape, cut_copy=skip_invalid))
-    writers = {}
-    try:
-        for (benchmark, part), capacity in capacities.items():
-            writers[benchmark, part] = PartWriter(root / benchmark, part, capacity, sample_shape)
-
-        chunks = [[s.path for s in samples[i:i + chunk_size]] for i in range(0, len(samples), chunk_size)]
+    for protocol, folder in folders.items():
+        train = sum(is_training(sample, dataset, protocol) for sample in samples)
+        capacities.update({(folder, "train"): train, (folder, "val"): len(samples) - train})
+    chunks = [[s.path for s in samples[i:i + chunk_size]] for i in range(0, len(samples), chunk_size)]
+    convert = functools.partial(convert_chunk, max_frames=max_frames)
+    with all_or_nothing(root, capacities, sample_shape, cut_copy=skip_invalid) as output:
         # contextlib.closing shuts the pool down even when the loop below is interrupted.
-        converted = contextlib.closing(_converted_chunks(chunks, workers, max_frames))
+        converted = contextlib.closing(parallel_map(convert, chunks, workers))
         bar = console.progress_bar(total=len(samples), unit="file", disable=not progress, desc=dataset)
         with converted as results, bar:
             for chunk in results:
                 errors += chunk.errors
                 if not errors or skip_invalid:  # after a failure, only keep checking the remaining files
-                    _route(chunk, [by_name[name] for name in chunk.names], dataset, writers)
+                    _route(chunk, [by_name[name] for name in chunk.names], dataset, output, folders)
                 bar.update(len(chunk.names) + len(chunk.errors))
         if errors and not skip_invalid:
             raise InvalidFilesError(errors)
-
-        for writer in writers.values():
-            writer.finish()
         if skip_invalid:
-            _write_skipped_list(root / SKIPPED_LIST, errors)
-        for writer in writers.values():
-            writer.commit()
-        if skip_invalid:
-            os.replace(temporary(root / SKIPPED_LIST), root / SKIPPED_LIST)
-    except BaseException:  # interrupted or failed: leave no partial files behind, final or temporary
-        for writer in writers.values():
-            writer.discard()
-        temporary(root / SKIPPED_LIST).unlink(missing_ok=True)
-        raise
-    parts = {f"{benchmark}/{part}": writer.count for (benchmark, part), writer in writers.items()}
+            output.add_text(root / SKIPPED_LIST, _skipped_list(errors))
+    parts = {f"{folder.relative_to(root)}/{part}": count for (folder, part), count in output.counts.items()}
     return {"converted": len(samples) + num_named_invalid - len(errors), "left_out": left_out,
             "skipped": [str(error) for error in errors], "parts": parts, "folder": str(root)}
 
@@ -774,8 +514,8 @@ def build_parser():
                         help="official list of samples with missing skeletons (one name per line; other lines, "
                              "such as the official lists' two lines of text, are skipped)")
     parser.add_argument("--out_folder", default=None,
-                        help="parent folder of NTU-RGB-D-60-AGCN / NTU-RGB-D-120-AGCN (default: <repository>/data, "
-                             "where the training scripts look)")
+                        help="the data root, parent of the prepared folders (NTU-RGB-D-60-AGCN/xsub, ...; default: "
+                             "<repository>/data, where the training scripts look)")
     parser.add_argument("--dataset", choices=sorted(DATASETS), default=RELEASED_DEFAULT_DATASET)
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), action=checked(at_least(1)),
                         help="parallel reader processes (1: read in this process)")

@@ -45,17 +45,16 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import console  # noqa: E402
-from data_gen.msr_gendata import fit_length, parse_number_table  # noqa: E402
-from data_gen.normalize import normalize_skeletons  # noqa: E402
-from data_gen.ntu_gendata import (  # noqa: E402
-    DiskFullError, PartWriter, SkeletonFileError, check_free_space, output_bytes, parallel_map)
+from data_gen.common import (  # noqa: E402
+    DiskFullError, SkeletonFileError, all_or_nothing, normalized_batch, parallel_map, parse_number_table)
 from options.checks import at_least, checked  # noqa: E402
+from options.protocols import PARTS, prepared_folder  # noqa: E402
 from skeleton import NTU_25  # noqa: E402
 
+DATASET, PROTOCOL = "pku2", "cross_subject"  # the entry of options/protocols.py this converter writes
 NUM_CLASSES = 41
 MAX_FRAMES = 300
 NUM_PERSONS = 2
-PARTS = ("train", "val")
 # A section header: text up to the first ':' starting with train / val / test, e.g. "Training videos:".
 SPLIT_HEADER = re.compile(r"\s*(train|val|test)[^:]*:(.*)", re.IGNORECASE)
 
@@ -184,24 +183,11 @@ def convert_video(video, skeleton_path, label_path, num_classes=NUM_CLASSES, fra
     label_file = Path(label_path) / f"{video}.txt"
     instances = read_labels(label_file, num_classes)
     seq = read_pku_skeleton(Path(skeleton_path) / f"{video}.txt")  # (C, T_video, V, M)
-    data = np.zeros((len(instances), 3, max_frames, NTU_25.num_joints, NUM_PERSONS), np.float32)
-    num_frame = []
-    for k, instance in enumerate(instances):  # a few instances per video; frames are sliced, not looped
-        data[k], frames = fit_length(main_body_first(cut_instance(seq, instance, frame_base, label_file)),
-                                     max_frames)
-        num_frame.append(frames)
-    if instances:  # normalize_skeletons cannot take an empty batch
-        data = normalize_skeletons(data, topology=NTU_25)
+    # A few instances per video; frames are sliced, not looped.
+    cuts = [main_body_first(cut_instance(seq, instance, frame_base, label_file)) for instance in instances]
+    data, num_frame = normalized_batch(cuts, max_frames, NTU_25, NUM_PERSONS)
     names = [f"{video}_{instance.line:03d}" for instance in instances]
     return names, [instance.label - 1 for instance in instances], data, num_frame
-
-
-def _converted_videos(videos, convert, workers):
-    """convert(video) for each video, in order, from a process pool or, with one worker, in this process."""
-    if workers <= 1:
-        yield from map(convert, videos)
-        return
-    yield from parallel_map(convert, videos, workers)
 
 
 # ----------------------------------------------------------------------------- conversion
@@ -216,39 +202,27 @@ def check_inputs(videos, skeleton_path, label_path):
 
 def gendata(skeleton_path, label_path, split_file, out_folder, workers=1, num_classes=NUM_CLASSES,
             frame_base=1, max_frames=MAX_FRAMES, progress=True):
-    """Convert PKU-MMD II into `<out_folder>/PKU-MMD-II/xsub`; returns {part: number of samples}.
+    """Convert PKU-MMD II into its prepared folder (`<out_folder>/PKU-MMD-II/xsub`); returns {part: samples}.
 
-    Videos are read and normalised by `workers` processes and streamed into memory-mapped files, so
+    Videos are read and normalised by `workers` processes and streamed into the output files, so
     memory holds a few videos, not the data set.
     """
     split = read_split_file(split_file)
     check_inputs(split["train"] + split["val"], skeleton_path, label_path)
-    out_dir = Path(out_folder) / "PKU-MMD-II" / "xsub"
+    out_dir = prepared_folder(out_folder, DATASET, PROTOCOL)
     sample_shape = (3, max_frames, NTU_25.num_joints, NUM_PERSONS)
     convert = functools.partial(convert_video, skeleton_path=skeleton_path, label_path=label_path,
                                 num_classes=num_classes, frame_base=frame_base, max_frames=max_frames)
     # Label files are tiny: count the instances first so the output can be checked and allocated up front.
     capacities = {part: sum(len(read_labels(Path(label_path) / f"{video}.txt", num_classes)) for video in split[part])
                   for part in PARTS}
-    check_free_space(out_dir, output_bytes(capacities.values(), sample_shape))
-    writers = []
-    try:
+    with all_or_nothing(out_dir, {(out_dir, part): capacities[part] for part in PARTS}, sample_shape) as output:
         for part in PARTS:
-            videos = split[part]
-            writer = PartWriter(out_dir, part, capacities[part], sample_shape)
-            writers.append(writer)
-            results = _converted_videos(videos, convert, workers)
-            for names, labels, data, num_frame in console.progress_bar(results, total=len(videos), unit="video",
-                                                       desc=f"PKU-MMD II {part}", disable=not progress):
-                writer.write(data, names, labels, num_frame)
-            writer.finish()
-        for writer in writers:
-            writer.commit()
-    except BaseException:  # interrupted or failed: leave no partial files behind
-        for writer in writers:
-            writer.discard()
-        raise
-    return {part: writer.count for part, writer in zip(PARTS, writers)}
+            results = parallel_map(convert, split[part], workers)
+            for names, labels, data, num_frame in console.progress_bar(results, total=len(split[part]), unit="video",
+                                                                       desc=f"PKU-MMD II {part}", disable=not progress):
+                output.write(out_dir, part, data, names, labels, num_frame)
+    return {part: count for (_, part), count in output.counts.items()}
 
 
 def main(argv=None):
@@ -258,7 +232,8 @@ def main(argv=None):
     parser.add_argument("--split_file", required=True,
                         help="official cross-subject split: 'Training videos:' and 'Validation videos:' "
                              "sections of comma-separated video names")
-    parser.add_argument("--out_folder", default="data", help="parent folder of PKU-MMD-II/xsub")
+    parser.add_argument("--out_folder", default="data",
+                        help=f"the data root, parent of {prepared_folder('', DATASET, PROTOCOL)}")
     parser.add_argument("--workers", type=int, default=1, action=checked(at_least(1)),
                         help="parallel reader processes (1: read in this process)")
     parser.add_argument("--num_classes", type=int, default=NUM_CLASSES, action=checked(at_least(1)),
@@ -278,7 +253,7 @@ def main(argv=None):
     except (ValueError, FileNotFoundError, DiskFullError) as error:  # SkeletonFileError is a ValueError
         sys.exit(f"error: {error}")
     print(f"PKU-MMD II x-sub: {counts['train']} train / {counts['val']} val instances in "
-          f"{Path(args.out_folder) / 'PKU-MMD-II' / 'xsub'} ({time.time() - start:.1f} s)")
+          f"{prepared_folder(args.out_folder, DATASET, PROTOCOL)} ({time.time() - start:.1f} s)")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from feeder.augmentations import OUT_FRAMES, RELEASED_VIEW
 
 DEFAULT_DATA_ROOT = Path("./data")
 NUM_COORDS = 3  # C: xyz
+PARTS = ("train", "val")  # the two splits of every prepared folder
 
 
 @dataclass(frozen=True)
@@ -85,3 +86,16 @@ def get_protocol(dataset, protocol):
                          f"valid protocols: {', '.join(protocols_of(dataset))}")
     return PROTOCOLS[dataset, protocol]
 
+
+
+def prepared_folder(data_root, dataset, protocol):
+    """Where the prepared splits of (dataset, protocol) live under `data_root`: what the converters write
+    and the feeders read (e.g. data/NTU-RGB-D-60-AGCN/xsub)."""
+    return Path(data_root) / get_protocol(dataset, protocol).folder
+
+
+def split_paths(folder, part):
+    """The (data, num_frame, label) files of split `part` ("train" or "val") in a prepared folder, named
+    as released: {part}_data_joint.npy, {part}_num_frame.npy, {part}_label.pkl."""
+    folder = Path(folder)
+    return folder / f"{part}_data_joint.npy", folder / f"{part}_num_frame.npy", folder / f"{part}_label.pkl"

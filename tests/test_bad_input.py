@@ -19,16 +19,8 @@ from test_pretrain import make_demo_data
 
 from checkpoint import MAX_INFLATION, CheckpointError, read_checkpoint, save_atomic
 from data_gen import msr_gendata, ntu_gendata, pku_gendata, synthetic
-from data_gen.ntu_gendata import (
-    DiskFullError,
-    InvalidFilesError,
-    SkeletonFileError,
-    convert_chunk,
-    max_file_bytes,
-    max_file_lines,
-    output_bytes,
-    read_xyz,
-)
+from data_gen.common import DiskFullError, SkeletonFileError, output_bytes
+from data_gen.ntu_gendata import InvalidFilesError, convert_chunk, max_file_bytes, max_file_lines, read_xyz
 from dataset import build_downstream_datasets
 from options.checks import Checked, at_least, between, fraction, non_negative_finite, positive_finite
 from options.common import check_model_sizes

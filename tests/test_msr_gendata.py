@@ -7,17 +7,9 @@ import numpy as np
 import pytest
 
 import safe_io
-from data_gen.msr_gendata import (
-    fit_length,
-    gendata,
-    main,
-    parse_name,
-    parse_number_table,
-    read_msr_skeleton,
-    split_cross_subject,
-)
+from data_gen.common import SkeletonFileError, fit_length, parse_number_table
+from data_gen.msr_gendata import gendata, main, parse_name, read_msr_skeleton, split_cross_subject
 from data_gen.normalize import normalize_skeletons
-from data_gen.ntu_gendata import SkeletonFileError
 from skeleton import MSR_20
 
 MSR_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "msr_action3d"

@@ -9,22 +9,21 @@ import pytest
 
 import safe_io
 from benchmarks.naive_preprocess import naive_convert, normalize_naive, read_xyz_naive
-from data_gen import ntu_gendata
+from data_gen import common, ntu_gendata
+from data_gen.common import SkeletonFileError, body_energy, fields_per_line
 from data_gen.normalize import normalize_skeletons
 from data_gen.ntu_gendata import (
     NTU60_TRAIN_SUBJECTS,
     NTU120_TRAIN_SUBJECTS,
     InvalidFilesError,
-    SkeletonFileError,
-    body_energy,
     convert_chunk,
-    fields_per_line,
     gendata,
     main,
     parse_name,
     read_xyz,
 )
 from data_gen.synthetic import generate, skeleton_text
+from options.protocols import prepared_folder
 
 GOLDEN_FILE = "S002C003P008R002A055.skeleton"
 FINAL_NAMES = ("train_data_joint.npy", "train_num_frame.npy", "train_label.pkl",
@@ -217,22 +216,21 @@ def load_part(folder, part):
     return data, num_frame, names, labels
 
 
-@pytest.mark.parametrize("dataset, benchmarks, workers", [
-    ("ntu60", ("xsub", "xview"), 2),
-    ("ntu120", ("xsub", "xsetup"), 1),
+@pytest.mark.parametrize("dataset, protocols, workers", [
+    ("ntu60", ("cross_subject", "cross_view"), 2),
+    ("ntu120", ("cross_subject", "cross_setup"), 1),
 ])
-def test_cli_writes_the_released_layout_and_splits(raw_folder, tmp_path, dataset, benchmarks, workers):
+def test_cli_writes_the_released_layout_and_splits(raw_folder, tmp_path, dataset, protocols, workers):
     main(["--data_path", str(raw_folder), "--dataset", dataset, "--out_folder", str(tmp_path),
           "--workers", str(workers)])
-    root = tmp_path / ntu_gendata.DATASETS[dataset][0]
     all_names = sorted(p.name for p in raw_folder.iterdir())
     frames = {p.name: int(p.read_text().split("\n", 1)[0]) for p in raw_folder.iterdir()}
     first = sorted(raw_folder.iterdir())[0]
     expected_first = np.zeros((1, 3, 300, 25, 2), np.float32)
     expected_first[0, :, :frames[first.name]] = read_xyz(first)
     expected_first = normalize_skeletons(expected_first)[0]
-    for benchmark in benchmarks:
-        folder = root / benchmark
+    for protocol in protocols:
+        folder = prepared_folder(tmp_path, dataset, protocol)
         assert sorted(p.name for p in folder.iterdir()) == sorted(FINAL_NAMES)
         seen = []
         for part in ("train", "val"):
@@ -245,7 +243,7 @@ def test_cli_writes_the_released_layout_and_splits(raw_folder, tmp_path, dataset
             for name, label in zip(names, labels):
                 sample = parse_name(name)
                 assert label == sample.action - 1
-                assert ntu_gendata.is_training(sample, dataset, benchmark) == (part == "train")
+                assert ntu_gendata.is_training(sample, dataset, protocol) == (part == "train")
             if first.name in names:
                 np.testing.assert_array_equal(data[names.index(first.name)], expected_first)
             seen += names
@@ -256,13 +254,13 @@ def test_split_rules():
     sample = parse_name("S018C002P045R001A061.skeleton")
     assert (sample.setup, sample.camera, sample.subject, sample.replication) == (18, 2, 45, 1)
     assert sample.label == 60
-    assert ntu_gendata.is_training(sample, "ntu120", "xsub")
-    assert not ntu_gendata.is_training(sample, "ntu60", "xsub")  # subject 45 trains only in NTU-120
-    assert ntu_gendata.is_training(sample, "ntu60", "xview")
-    assert ntu_gendata.is_training(sample, "ntu120", "xsetup")
+    assert ntu_gendata.is_training(sample, "ntu120", "cross_subject")
+    assert not ntu_gendata.is_training(sample, "ntu60", "cross_subject")  # subject 45 trains only in NTU-120
+    assert ntu_gendata.is_training(sample, "ntu60", "cross_view")
+    assert ntu_gendata.is_training(sample, "ntu120", "cross_setup")
     val = parse_name("S017C001P003R002A001.skeleton")
-    assert not any(ntu_gendata.is_training(val, d, b) for d, b in
-                   [("ntu60", "xsub"), ("ntu60", "xview"), ("ntu120", "xsub"), ("ntu120", "xsetup")])
+    assert not any(ntu_gendata.is_training(val, d, p) for d, p in [
+        ("ntu60", "cross_subject"), ("ntu60", "cross_view"), ("ntu120", "cross_subject"), ("ntu120", "cross_setup")])
     assert len(NTU60_TRAIN_SUBJECTS) == 20 and len(NTU120_TRAIN_SUBJECTS) == 53
     assert parse_name("notes.skeleton") is None
 
@@ -344,7 +342,7 @@ def test_interrupted_run_leaves_no_finished_looking_files(raw_folder, tmp_path, 
     folder = copy_of(raw_folder, tmp_path, count=8)
     out = tmp_path / "out"
     calls = []
-    real_write = ntu_gendata.PartWriter.write
+    real_write = common.PartWriter.write
 
     def write_then_interrupt(self, *args):
         calls.append(self.part)
@@ -352,7 +350,7 @@ def test_interrupted_run_leaves_no_finished_looking_files(raw_folder, tmp_path, 
             raise KeyboardInterrupt
         real_write(self, *args)
 
-    monkeypatch.setattr(ntu_gendata.PartWriter, "write", write_then_interrupt)
+    monkeypatch.setattr(common.PartWriter, "write", write_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         gendata(folder, out, "ntu60", chunk_size=2, progress=False)
     assert len(calls) == 3
@@ -364,16 +362,29 @@ def test_only_temporary_names_exist_until_the_commit(raw_folder, tmp_path, monke
     folder = copy_of(raw_folder, tmp_path, count=6)
     out = tmp_path / "out"
     listings = []
-    real_commit = ntu_gendata.PartWriter.commit
+    real_commit = common.PartWriter.commit
 
     def look_then_commit(self):
         listings.append(sorted(p.name for p in out.rglob("*") if p.is_file()))
         real_commit(self)
 
-    monkeypatch.setattr(ntu_gendata.PartWriter, "commit", look_then_commit)
+    monkeypatch.setattr(common.PartWriter, "commit", look_then_commit)
     gendata(folder, out, "ntu60", progress=False)
     assert listings[0] and all(name.endswith(".tmp") for name in listings[0])
     assert final_files(out) == sorted(2 * list(FINAL_NAMES))
+
+
+def test_parallel_map_keeps_the_order_and_reads_only_a_few_items_ahead():
+    pulled = []
+
+    def items():
+        for i in range(20):
+            pulled.append(i)
+            yield -i
+
+    results = common.parallel_map(abs, items(), workers=2)
+    assert next(results) == 0 and len(pulled) <= 4  # two per worker in flight, not the whole input
+    assert list(results) == list(range(1, 20))
 
 
 def test_cli_reports_a_missing_data_path_without_a_traceback(tmp_path):

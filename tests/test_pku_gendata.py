@@ -5,9 +5,8 @@ import numpy as np
 import pytest
 
 import safe_io
-from data_gen.msr_gendata import fit_length
+from data_gen.common import SkeletonFileError, fit_length
 from data_gen.normalize import normalize_skeletons
-from data_gen.ntu_gendata import SkeletonFileError
 from data_gen.pku_gendata import (
     ActionInstance,
     cut_instance,

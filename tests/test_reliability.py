@@ -28,7 +28,7 @@ import torch
 
 import pretrain
 from checkpoint import CheckpointError, read_checkpoint, save_atomic
-from data_gen import ntu_gendata
+from data_gen import common, ntu_gendata
 from data_gen.synthetic import generate
 from options.pretrain import build_parser
 from safe_io import DataFileError, load_labels
@@ -341,7 +341,7 @@ def final_files(folder):
 
 def gendata_and_die(raw, out, method, calls):
     """Child process: convert `raw`, SIGKILLed right after the `calls`-th call of PartWriter.`method`."""
-    real, count = getattr(ntu_gendata.PartWriter, method), []
+    real, count = getattr(common.PartWriter, method), []
 
     def counted(self, *args):
         real(self, *args)
@@ -349,7 +349,7 @@ def gendata_and_die(raw, out, method, calls):
         if len(count) == calls:
             die()
 
-    setattr(ntu_gendata.PartWriter, method, counted)
+    setattr(common.PartWriter, method, counted)
     ntu_gendata.gendata(raw, out, "ntu60", workers=1, chunk_size=2, progress=False)
     os._exit(0)  # reached only if the fault did not fire
 

@@ -11,6 +11,7 @@ from safe_io import (
     check_finite,
     check_label_range,
     check_same_length,
+    load_array_pickle,
     load_frame_counts,
     load_labels,
     open_joint_data,
@@ -120,6 +121,72 @@ def test_label_range():
     check_label_range(np.array([0, 59]), 60, "l.pkl")
     with pytest.raises(DataFileError, match=r"l.pkl: 1 labels outside \[0, 60\), first at sample 1"):
         check_label_range(np.array([0, 60]), 60, "l.pkl")
+
+
+def test_a_label_dtype_state_cannot_turn_numbers_into_objects(tmp_path):
+    # numpy's dtype.__setstate__ trusts the flags a file gives it (0x3f: "holds Python objects"); the
+    # restricted unpickler uses nothing of the state but the byte order.
+    data = pickle.dumps((["a"], [np.int64(7)]), protocol=2)
+    flagged = data.replace(b"J\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00t", b"J\xff\xff\xff\xffJ\xff\xff\xff\xffK?t")
+    assert flagged != data
+    path = tmp_path / "l.pkl"
+    path.write_bytes(flagged)
+    assert load_labels(path)[1].tolist() == [7]
+
+
+# ----------------------------------------------------------------------------- array pickles (PYSKL annotations)
+
+ARRAYS = {"float16": np.arange(24, dtype=np.float16).reshape(2, 3, 4) / 8,
+          "fortran": np.asfortranarray(np.arange(6.0).reshape(2, 3)),
+          "big_endian": np.arange(3, dtype=">i4"),
+          "empty": np.zeros((1, 0, 25, 3), np.float32),
+          "bool": np.array([True, False])}
+
+
+@pytest.mark.parametrize("protocol", [0, 1, 2, 3, 4, 5])
+def test_array_pickles_load_as_plain_arrays(tmp_path, protocol):
+    content = {"split": {"xsub_train": ["S001"]}, "annotations": [
+        {"frame_dir": "S001", "label": np.int64(3), "score": np.float16(0.5), **ARRAYS}]}
+    loaded = load_array_pickle(dump(tmp_path / "anno.pkl", content, protocol))
+    annotation = loaded["annotations"][0]
+    assert loaded["split"] == content["split"] and annotation["frame_dir"] == "S001"
+    assert type(annotation["label"]) is np.int64 and annotation["label"] == 3 and annotation["score"] == 0.5
+    for key, array in ARRAYS.items():
+        assert type(annotation[key]) is np.ndarray and annotation[key].dtype == array.dtype, key
+        np.testing.assert_array_equal(annotation[key], array)
+        assert annotation[key].flags.writeable
+
+
+@pytest.mark.parametrize("array", [np.array([1, "a"], dtype=object), np.zeros(2, dtype=[("a", "f4")]),
+                                   np.array(["text"]), np.zeros(2, "V8")], ids=["object", "structured", "str", "void"])
+def test_array_pickles_refuse_arrays_that_are_not_plain_numbers(tmp_path, array):
+    path = dump(tmp_path / "anno.pkl", {"keypoint": array}, protocol=2)
+    with pytest.raises(DataFileError, match="only plain number dtypes are allowed") as error:
+        load_array_pickle(path, "annotation pickle")
+    assert str(error.value).startswith(f"{path}: not a safe annotation pickle: numpy dtype ")
+
+
+def test_an_array_dtype_state_cannot_turn_numbers_into_objects(tmp_path):
+    data = pickle.dumps({"keypoint": np.zeros(2)}, protocol=2)
+    flagged = data.replace(b"J\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00t", b"J\xff\xff\xff\xffJ\xff\xff\xff\xffK?t")
+    assert flagged != data
+    believer = np.dtype("f8", False, True)  # the control: numpy's own unpickling takes the flags as given
+    believer.__setstate__((3, "<", None, None, None, -1, -1, 0x3F))
+    assert believer.hasobject
+    path = tmp_path / "anno.pkl"
+    path.write_bytes(flagged)
+    keypoint = load_array_pickle(path)["keypoint"]
+    assert keypoint.dtype == np.float64 and not keypoint.dtype.hasobject and keypoint.tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("payload", [OpensFile, RunsShell])
+def test_array_pickles_that_would_run_code_are_refused_before_it_runs(tmp_path, payload):
+    marker = tmp_path / "pwned"
+    path = dump(tmp_path / "anno.pkl", {"annotations": [{"keypoint": np.zeros(3), "extra": payload(marker)}]})
+    with pytest.raises(DataFileError, match=r"refused global '\w+\.(open|system)'") as error:
+        load_array_pickle(path, "annotation pickle")
+    assert str(error.value).startswith(f"{path}: not a safe annotation pickle: refused global")
+    assert "\n" not in str(error.value) and not marker.exists()
 
 
 # ----------------------------------------------------------------------------- arrays

@@ -27,9 +27,9 @@ def test_files_parse_and_ids_cover_every_split(tmp_path):
         assert 40 <= xyz.shape[1] <= 300 and np.abs(xyz).max() < 10
         lengths.add(xyz.shape[1])
     assert len(lengths) > 10  # lengths vary
-    for dataset, benchmark in [("ntu60", "xsub"), ("ntu60", "xview"), ("ntu120", "xsetup")]:
-        train = [is_training(parse_name(p), dataset, benchmark) for p in paths]
-        assert 0 < sum(train) < len(train), (dataset, benchmark)
+    for dataset, protocol in [("ntu60", "cross_subject"), ("ntu60", "cross_view"), ("ntu120", "cross_setup")]:
+        train = [is_training(parse_name(p), dataset, protocol) for p in paths]
+        assert 0 < sum(train) < len(train), (dataset, protocol)
 
 
 def test_names_are_unique_across_many_samples():
