@@ -42,12 +42,10 @@ from torch.utils.data import DataLoader, Subset
 from torch.utils.tensorboard import SummaryWriter
 
 import console
+import evaluation
 import utils
 from checkpoint import CheckpointError, save_atomic
-from dataset import build_downstream_datasets, num_classes
-from options.common import model_sizes
 from options.downstream import build_recognition_parser, resolve_training_settings
-from options.protocols import get_protocol
 from safe_io import DataFileError
 
 
@@ -204,24 +202,13 @@ def training_setup(model, finetune, cache_features):
 def main(args):
     with ExitStack() as train_log:  # the run folder's train.log, once the folder is ready
         args = resolve_training_settings(args)
-        device, amp_dtype = utils.evaluation_device("action_recognition.py", args)
+        device, amp_dtype = evaluation.device_and_precision("action_recognition.py", args)
         mode = mode_name(args)
-
-        # Start-up checks first: a wrong folder or checkpoint must fail in seconds.
-        protocol = get_protocol(args.dataset, args.protocol)
-        sizes = model_sizes(args, protocol)  # checks --hidden-size against --num-head
-        train_set, val_set = build_downstream_datasets(args.data_root, args.dataset, args.protocol)
-        classes = num_classes(args.data_root, args.dataset, args.protocol)
-        utils.seed_everything(args.seed)  # the classifier's N(0, 0.01) initialisation
-        model, source = utils.load_downstream_model(classes, sizes, args.modalities, args.pretrained)
+        data = evaluation.load_splits(args)
+        model, source = evaluation.load_encoder(args, data, device)
         # After the checkpoint was found usable: --overwrite then deletes the earlier results.
-        run_dir = utils.prepare_evaluation_folder(args.checkpoint_path, args.overwrite)
-        train_log.enter_context(console.copy_output_to(run_dir / "train.log"))
-        config = {**utils.config_dict(args), "mode": mode, "device": str(device),
-                  "amp_dtype": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32"}
-        utils.write_config(run_dir, config)
-
-        model.to(device)
+        run_dir, config = evaluation.open_run_folder(args, train_log, device, amp_dtype, model.config, mode=mode)
+        train_set, val_set, classes = data.train, data.val, data.num_classes
 
         if args.label_fraction < 1.0:
             indices = label_subset(train_set.labels, args.label_fraction, args.seed)
@@ -237,9 +224,9 @@ def main(args):
         train_data, val_data = train_set, val_set
         if from_features:
             tick = time.perf_counter()
-            train_data = utils.extract_features(model, train_set, args.batch_size, args.workers, device, amp_dtype,
+            train_data = evaluation.extract_features(model, train_set, args.batch_size, args.workers, device, amp_dtype,
                                                 "train features", args.print_freq)
-            val_data = utils.extract_features(model, val_set, args.batch_size, args.workers, device, amp_dtype,
+            val_data = evaluation.extract_features(model, val_set, args.batch_size, args.workers, device, amp_dtype,
                                               "val features", args.print_freq)
             feature_time = time.perf_counter() - tick
             utils.main_print(f"encoded {len(train_set)} + {len(val_set)} samples in {feature_time:.1f}s")
@@ -291,14 +278,13 @@ def main(args):
                    "best_top1": best["top1"], "best_top5": best["top5"], "best_epoch": best["epoch"],
                    "final_top1": final["top1"], "final_top5": final["top5"], "epochs": args.epochs,
                    "feature_time_s": feature_time, "train_time_s": train_time}
-        utils.write_results(run_dir, results)
-        save_atomic({"epoch": args.epochs, "state_dict": model.state_dict(), "config": config, "results": results},
-                    run_dir / "model_final.pth.tar")
-        print(utils.result_line(mode, {
+        save_atomic({"epoch": args.epochs, "state_dict": model.state_dict(), "model_config": model.config.to_dict(),
+                     "config": config, "results": results}, run_dir / "model_final.pth.tar")
+        evaluation.finish(run_dir, mode, results, {
             "best_top1": best["top1"], "best_top5": best["top5"], "best_epoch": best["epoch"],
             "final_top1": final["top1"], "final_top5": final["top5"], "dataset": args.dataset,
             "protocol": args.protocol, "modalities": "+".join(model.modalities),
-            "label_fraction": f"{args.label_fraction:g}"}), flush=True)
+            "label_fraction": f"{args.label_fraction:g}"})
         return results
 
 
