@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 
 import console
 import utils
-from checkpoint import CheckpointError, CheckpointMismatch, load_encoder_weights, read_checkpoint
+from checkpoint import CheckpointError, CheckpointMismatch, load_encoder_weights, model_state_dict, read_checkpoint
 from dataset import build_downstream_datasets, num_classes
 from options.common import model_config, size_flags
 from options.protocols import get_protocol
@@ -92,14 +92,32 @@ def load_splits(args):
 # ---------------------------------------------------------------------------------------------
 
 def saved_model_config(checkpoint, path):
-    """The UmURLConfig a checkpoint records, or None (a released checkpoint records none)."""
+    """The UmURLConfig a checkpoint records, or None (a released checkpoint records none).
+
+    The record must agree with the weights beside it (token widths, hidden size, layers) before a
+    model is built from it: a damaged record could otherwise ask for a model of any size.
+    """
     record = checkpoint.get("model_config") if isinstance(checkpoint, dict) else None
     if record is None:
         return None
     try:
-        return UmURLConfig.from_dict(record)
+        config = UmURLConfig.from_dict(record)
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{path}: its model_config is unusable: {error}") from None
+    try:
+        state_dict = model_state_dict(checkpoint)
+    except CheckpointError as error:
+        raise CheckpointError(f"{path}: {error}") from None
+    embedding = state_dict.get("backbone.j_emb.t_embedding.0.weight")
+    layers = {key.split(".")[4] for key in state_dict if key.startswith("backbone.ma_encoder.t_tr.layers.")}
+    spatial = state_dict.get("backbone.j_emb.s_embedding.0.weight")
+    recorded = (config.hidden_size, config.t_input_size, config.s_input_size, config.num_layer)
+    found = (*(tuple(embedding.shape) if embedding is not None else (None, None)),
+             spatial.shape[1] if spatial is not None else None, len(layers))
+    if recorded != found:
+        raise CheckpointError(f"{path}: its model_config (hidden size, token widths, layers {recorded}) disagrees "
+                              f"with its weights {found}: the file is damaged")
+    return config
 
 
 def flag_contradictions(saved, flags):

@@ -51,6 +51,8 @@ def checkpoints(tmp_path_factory):
     damaged = UmURLConfig(hidden_size=16).to_dict()
     damaged["num_layers"] = damaged.pop("num_layer")
     save_atomic({"epoch": 1, "state_dict": state_dict, "model_config": damaged}, folder / "damaged.pth.tar")
+    lying = UmURLConfig(hidden_size=2**16, num_layer=64).to_dict()  # would build a model of billions of weights
+    save_atomic({"epoch": 1, "state_dict": state_dict, "model_config": lying}, folder / "lying.pth.tar")
     diverged = {key: value.clone() for key, value in state_dict.items()}
     diverged["backbone.j_emb.t_embedding.0.bias"][3] = float("nan")
     diverged["backbone.ma_encoder.t_tr.layers.0.linear1.weight"][0, 0] = float("inf")
@@ -115,6 +117,13 @@ def test_a_damaged_model_config_is_refused_naming_the_file_and_the_key(data_root
     assert str(caught.value).startswith(f"{path}: its model_config is unusable: model config: unknown keys "
                                         f"['num_layers'], missing keys ['num_layer']")
     assert "\n" not in str(caught.value)
+    lying = checkpoints / "lying.pth.tar"
+    with pytest.raises(CheckpointError) as caught:  # refused before the model it describes is built
+        run("action_retrieval.py", data_root, tmp_path / "run", "--pretrained", str(lying), "--hidden-size", "65536",
+            "--num-layer", "64")
+    assert str(caught.value) == (f"{lying}: its model_config (hidden size, token widths, layers (65536, 150, 192, 64)) "
+                                 f"disagrees with its weights (16, 150, 192, 1): the file is damaged")
+    assert not (tmp_path / "run").exists()
 
 
 # ---------------------------------------------------------------------------------------------------------
