@@ -42,12 +42,10 @@ from torch.utils.data import DataLoader, Subset
 from torch.utils.tensorboard import SummaryWriter
 
 import console
+import evaluation
 import utils
 from checkpoint import CheckpointError, save_atomic
-from dataset import build_downstream_datasets, num_classes
-from options.common import model_sizes
 from options.downstream import build_recognition_parser, resolve_training_settings
-from options.protocols import get_protocol
 from safe_io import DataFileError
 
 
@@ -172,6 +170,49 @@ def evaluate(model, batches, device, amp_dtype, *, from_features):
 # Setup
 # ---------------------------------------------------------------------------------------------
 
+def fit(model, parameters, train_data, val_data, run_dir, args, device, amp_dtype, *, from_features, snapshot,
+        mode):
+    """--epochs of SGD on `parameters` with the step schedule, evaluating every --eval-freq epochs and after
+    the last; logs log.jsonl and TensorBoard in run_dir. train_data/val_data: datasets, or (features,
+    labels) when from_features. Checks the frozen encoder (snapshot) after the first epoch. Returns the
+    best evaluation (the released figure) and the last one, each {loss, top1, top5, epoch}."""
+    num_train = len(train_data[1]) if from_features else len(train_data)
+    num_val = len(val_data[1]) if from_features else len(val_data)
+    optimizer = torch.optim.SGD(parameters, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    writer = SummaryWriter(run_dir / "tensorboard")
+    val_batches = in_order_batches(num_val, args.batch_size)
+    best = {"top1": -1.0}
+    epochs = console.progress_bar(range(args.epochs), desc=mode, dynamic_ncols=True)
+    for epoch in epochs:
+        lr = utils.learning_rate(epoch, args.lr, args.epochs, args.schedule)
+        utils.set_learning_rate(optimizer, lr)
+        batches = batches_of(train_data, epoch_batches(num_train, args.batch_size, args.seed, epoch),
+                             args.workers, device)
+        stats = train_one_epoch(model, batches, optimizer, scaler, device, amp_dtype, from_features=from_features,
+                                train_encoder=args.finetune, desc=f"epoch {epoch}", print_freq=args.print_freq)
+        if snapshot is not None and epoch == 0:
+            check_encoder_unchanged(model, snapshot)
+        record = {"epoch": epoch, "lr": lr, "train_loss": stats["loss"], "train_top1": stats["top1"]}
+        if (epoch + 1) % args.eval_freq == 0 or epoch == args.epochs - 1:
+            metrics = evaluate(model, batches_of(val_data, val_batches, args.workers, device), device, amp_dtype,
+                               from_features=from_features)
+            record.update({f"val_{key}": value for key, value in metrics.items()})
+            if metrics["top1"] > best["top1"]:
+                best = {**metrics, "epoch": epoch}
+            for key, value in metrics.items():
+                writer.add_scalar(f"val/{key}", value, epoch)
+            epochs.write(f"epoch {epoch}: train loss {stats['loss']:.4f}, val top-1 {metrics['top1']:.2f} "
+                         f"top-5 {metrics['top5']:.2f} (best top-1 {best['top1']:.2f} at epoch {best['epoch']})")
+        epochs.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{lr:.1e}")
+        writer.add_scalar("train/loss", stats["loss"], epoch)
+        writer.add_scalar("train/top1", stats["top1"], epoch)
+        writer.add_scalar("train/lr", lr, epoch)
+        utils.append_jsonl(run_dir / "log.jsonl", record)
+    writer.close()
+    return best, {**metrics, "epoch": args.epochs - 1}  # the last epoch is always evaluated
+
+
 def mode_name(args):
     if not args.finetune:
         return "linear"
@@ -204,24 +245,13 @@ def training_setup(model, finetune, cache_features):
 def main(args):
     with ExitStack() as train_log:  # the run folder's train.log, once the folder is ready
         args = resolve_training_settings(args)
-        device, amp_dtype = utils.evaluation_device("action_recognition.py", args)
+        device, amp_dtype = evaluation.device_and_precision("action_recognition.py", args)
         mode = mode_name(args)
-
-        # Start-up checks first: a wrong folder or checkpoint must fail in seconds.
-        protocol = get_protocol(args.dataset, args.protocol)
-        sizes = model_sizes(args, protocol)  # checks --hidden-size against --num-head
-        train_set, val_set = build_downstream_datasets(args.data_root, args.dataset, args.protocol)
-        classes = num_classes(args.data_root, args.dataset, args.protocol)
-        utils.seed_everything(args.seed)  # the classifier's N(0, 0.01) initialisation
-        model, source = utils.load_downstream_model(classes, sizes, args.modalities, args.pretrained)
+        data = evaluation.load_splits(args)
+        model, source = evaluation.load_encoder(args, data, device)
         # After the checkpoint was found usable: --overwrite then deletes the earlier results.
-        run_dir = utils.prepare_evaluation_folder(args.checkpoint_path, args.overwrite)
-        train_log.enter_context(console.copy_output_to(run_dir / "train.log"))
-        config = {**utils.config_dict(args), "mode": mode, "device": str(device),
-                  "amp_dtype": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32"}
-        utils.write_config(run_dir, config)
-
-        model.to(device)
+        run_dir, config = evaluation.open_run_folder(args, train_log, device, amp_dtype, model.config, mode=mode)
+        train_set, val_set, classes = data.train, data.val, data.num_classes
 
         if args.label_fraction < 1.0:
             indices = label_subset(train_set.labels, args.label_fraction, args.seed)
@@ -237,52 +267,21 @@ def main(args):
         train_data, val_data = train_set, val_set
         if from_features:
             tick = time.perf_counter()
-            train_data = utils.extract_features(model, train_set, args.batch_size, args.workers, device, amp_dtype,
-                                                "train features", args.print_freq)
-            val_data = utils.extract_features(model, val_set, args.batch_size, args.workers, device, amp_dtype,
-                                              "val features", args.print_freq)
+            train_data = evaluation.extract_features(model, train_set, args.batch_size, args.workers, device,
+                                                     amp_dtype, "train features", args.print_freq)
+            val_data = evaluation.extract_features(model, val_set, args.batch_size, args.workers, device, amp_dtype,
+                                                   "val features", args.print_freq)
             feature_time = time.perf_counter() - tick
             utils.main_print(f"encoded {len(train_set)} + {len(val_set)} samples in {feature_time:.1f}s")
 
-        optimizer = torch.optim.SGD(parameters, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
-        scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-        writer = SummaryWriter(run_dir / "tensorboard")
-        val_batches = in_order_batches(len(val_set), args.batch_size)
-        best = {"top1": -1.0}
         train_start = time.perf_counter()
-        epochs = console.progress_bar(range(args.epochs), desc=mode, dynamic_ncols=True)
-        for epoch in epochs:
-            lr = utils.learning_rate(epoch, args.lr, args.epochs, args.schedule)
-            utils.set_learning_rate(optimizer, lr)
-            batches = batches_of(train_data, epoch_batches(len(train_set), args.batch_size, args.seed, epoch),
-                                 args.workers, device)
-            stats = train_one_epoch(model, batches, optimizer, scaler, device, amp_dtype, from_features=from_features,
-                                    train_encoder=args.finetune, desc=f"epoch {epoch}", print_freq=args.print_freq)
-            if snapshot is not None and epoch == 0:
-                check_encoder_unchanged(model, snapshot)
-            record = {"epoch": epoch, "lr": lr, "train_loss": stats["loss"], "train_top1": stats["top1"]}
-            if (epoch + 1) % args.eval_freq == 0 or epoch == args.epochs - 1:
-                metrics = evaluate(model, batches_of(val_data, val_batches, args.workers, device), device, amp_dtype,
-                                   from_features=from_features)
-                record.update({f"val_{key}": value for key, value in metrics.items()})
-                if metrics["top1"] > best["top1"]:
-                    best = {**metrics, "epoch": epoch}
-                for key, value in metrics.items():
-                    writer.add_scalar(f"val/{key}", value, epoch)
-                epochs.write(f"epoch {epoch}: train loss {stats['loss']:.4f}, val top-1 {metrics['top1']:.2f} "
-                             f"top-5 {metrics['top5']:.2f} (best top-1 {best['top1']:.2f} at epoch {best['epoch']})")
-            epochs.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{lr:.1e}")
-            writer.add_scalar("train/loss", stats["loss"], epoch)
-            writer.add_scalar("train/top1", stats["top1"], epoch)
-            writer.add_scalar("train/lr", lr, epoch)
-            utils.append_jsonl(run_dir / "log.jsonl", record)
-        writer.close()
+        best, final = fit(model, parameters, train_data, val_data, run_dir, args, device, amp_dtype,
+                          from_features=from_features, snapshot=snapshot, mode=mode)
         train_time = time.perf_counter() - train_start
 
         if snapshot is not None:
             check_encoder_unchanged(model, snapshot)
             utils.main_print("sanity check passed: no encoder tensor changed during the linear probe")
-        final = metrics  # the last epoch is always evaluated
         results = {"mode": mode, "dataset": args.dataset, "protocol": args.protocol,
                    "modalities": list(model.modalities), "label_fraction": args.label_fraction,
                    "train_samples": len(train_set), "val_samples": len(val_set),
@@ -291,14 +290,13 @@ def main(args):
                    "best_top1": best["top1"], "best_top5": best["top5"], "best_epoch": best["epoch"],
                    "final_top1": final["top1"], "final_top5": final["top5"], "epochs": args.epochs,
                    "feature_time_s": feature_time, "train_time_s": train_time}
-        utils.write_results(run_dir, results)
-        save_atomic({"epoch": args.epochs, "state_dict": model.state_dict(), "config": config, "results": results},
-                    run_dir / "model_final.pth.tar")
-        print(utils.result_line(mode, {
+        save_atomic({"epoch": args.epochs, "state_dict": model.state_dict(), "model_config": model.config.to_dict(),
+                     "config": config, "results": results}, run_dir / "model_final.pth.tar")
+        evaluation.finish(run_dir, mode, results, {
             "best_top1": best["top1"], "best_top5": best["top5"], "best_epoch": best["epoch"],
             "final_top1": final["top1"], "final_top5": final["top5"], "dataset": args.dataset,
             "protocol": args.protocol, "modalities": "+".join(model.modalities),
-            "label_fraction": f"{args.label_fraction:g}"}), flush=True)
+            "label_fraction": f"{args.label_fraction:g}"})
         return results
 
 

@@ -21,13 +21,10 @@ from contextlib import ExitStack
 import torch
 import torch.nn.functional as F
 
-import console
+import evaluation
 import utils
 from checkpoint import CheckpointError
-from dataset import build_downstream_datasets, num_classes
-from options.common import model_sizes
 from options.downstream import build_retrieval_parser
-from options.protocols import get_protocol
 from safe_io import DataFileError
 
 
@@ -60,48 +57,36 @@ def evaluate(train_features, train_labels, val_features, val_labels, k, chunk_si
 
 def main(args):
     with ExitStack() as train_log:  # the run folder's train.log, once the folder is ready
-        device, amp_dtype = utils.evaluation_device("action_retrieval.py", args)
-
-        protocol = get_protocol(args.dataset, args.protocol)
-        sizes = model_sizes(args, protocol)  # checks --hidden-size against --num-head
-        train_set, val_set = build_downstream_datasets(args.data_root, args.dataset, args.protocol)
-        classes = num_classes(args.data_root, args.dataset, args.protocol)
-        if not 1 <= args.knn_neighbours <= len(train_set):
-            raise SystemExit(f"--knn-neighbours must be between 1 and the {len(train_set)} training samples, "
+        device, amp_dtype = evaluation.device_and_precision("action_retrieval.py", args)
+        data = evaluation.load_splits(args)
+        if not 1 <= args.knn_neighbours <= len(data.train):
+            raise SystemExit(f"--knn-neighbours must be between 1 and the {len(data.train)} training samples, "
                              f"got {args.knn_neighbours}")
-        utils.seed_everything(args.seed)  # only the unused classifier head draws random numbers
-        model, source = utils.load_downstream_model(classes, sizes, args.modalities, args.pretrained)
+        model, source = evaluation.load_encoder(args, data, device)  # the classifier head is unused
         # After the checkpoint was found usable: --overwrite then deletes the earlier results.
-        run_dir = utils.prepare_evaluation_folder(args.checkpoint_path, args.overwrite)
-        train_log.enter_context(console.copy_output_to(run_dir / "train.log"))
-        config = {**utils.config_dict(args), "device": str(device),
-                  "amp_dtype": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32"}
-        utils.write_config(run_dir, config)
-
-        model.to(device)
-        utils.main_print(f"kNN (k={args.knn_neighbours}): {args.dataset} {args.protocol}, {len(train_set)} "
-                         f"training and {len(val_set)} validation samples, modalities {'+'.join(model.modalities)}, "
+        run_dir, config = evaluation.open_run_folder(args, train_log, device, amp_dtype, model.config)
+        utils.main_print(f"kNN (k={args.knn_neighbours}): {args.dataset} {args.protocol}, {len(data.train)} "
+                         f"training and {len(data.val)} validation samples, modalities {'+'.join(model.modalities)}, "
                          f"{source}; "
                          f"{device.type}, precision {config['amp_dtype']}")
 
         tick = time.perf_counter()
-        train_features, train_labels = utils.extract_features(model, train_set, args.batch_size, args.workers, device,
-                                                              amp_dtype, "train features", args.print_freq)
-        val_features, val_labels = utils.extract_features(model, val_set, args.batch_size, args.workers, device,
-                                                          amp_dtype, "val features", args.print_freq)
+        train_features, train_labels = evaluation.extract_features(model, data.train, args.batch_size, args.workers,
+                                                                   device, amp_dtype, "train features", args.print_freq)
+        val_features, val_labels = evaluation.extract_features(model, data.val, args.batch_size, args.workers, device,
+                                                               amp_dtype, "val features", args.print_freq)
         feature_time = time.perf_counter() - tick
         tick = time.perf_counter()
         metrics = evaluate(train_features, train_labels, val_features, val_labels, args.knn_neighbours,
-                           args.chunk_size, classes)
+                           args.chunk_size, data.num_classes)
         results = {"mode": "knn", "dataset": args.dataset, "protocol": args.protocol,
-                   "modalities": list(model.modalities), "k": args.knn_neighbours, "train_samples": len(train_set),
-                   "val_samples": len(val_set),
+                   "modalities": list(model.modalities), "k": args.knn_neighbours, "train_samples": len(data.train),
+                   "val_samples": len(data.val),
                    "pretrained": str(args.pretrained), "top1": metrics["top1"], "feature_time_s": feature_time,
                    "knn_time_s": time.perf_counter() - tick}
-        utils.write_results(run_dir, results)
-        print(utils.result_line("knn", {"top1": metrics["top1"], "k": args.knn_neighbours, "dataset": args.dataset,
-                                        "protocol": args.protocol, "modalities": "+".join(model.modalities)}),
-              flush=True)
+        evaluation.finish(run_dir, "knn", results, {
+            "top1": metrics["top1"], "k": args.knn_neighbours, "dataset": args.dataset, "protocol": args.protocol,
+            "modalities": "+".join(model.modalities)})
         return results
 
 

@@ -168,8 +168,11 @@ def non_finite_keys(state_dict):
             if value.is_floating_point() and not bool(torch.isfinite(value).all())]
 
 
-def load_weights(model, source, may_lack=(), may_add=(), require_finite=False):
+def load_weights(model, source, may_lack=(), may_add=(), require_finite=False, name=None):
     """Load `source` (a path or a checkpoint dict) into `model`, refusing any misfit.
+
+    `name` says where a checkpoint dict was read from, for the messages (default: the path, or
+    "checkpoint").
 
     Keys starting with a prefix in `may_lack` may be missing from the checkpoint (e.g. a new
     linear head); keys starting with one in `may_add` may be left over (e.g. the projectors when
@@ -178,7 +181,9 @@ def load_weights(model, source, may_lack=(), may_add=(), require_finite=False):
     that holds NaN or Inf raises CheckpointError naming the first ones, and the model is left as it
     was. Returns the keys that were allowed to differ.
     """
-    name = str(source) if isinstance(source, (str, Path)) else "checkpoint"
+    if name is None:
+        name = source if isinstance(source, (str, Path)) else "checkpoint"
+    name = str(name)
     checkpoint = read_checkpoint(source) if isinstance(source, (str, Path)) else source
     try:
         state_dict = model_state_dict(checkpoint)
@@ -208,8 +213,9 @@ def load_pretraining_weights(model, source):
     return load_weights(model, source)
 
 
-def load_encoder_weights(model, source):
+def load_encoder_weights(model, source, name=None):
     """Load a pretraining checkpoint into a downstream model: encoder keys all required; the
     projectors may be left over and the linear head may be missing. An encoder holding NaN or Inf
     is refused: every feature, and so every result, computed from it would be meaningless."""
-    return load_weights(model, source, may_lack=HEAD_PREFIXES, may_add=PROJECTOR_PREFIXES, require_finite=True)
+    return load_weights(model, source, may_lack=HEAD_PREFIXES, may_add=PROJECTOR_PREFIXES, require_finite=True,
+                        name=name)

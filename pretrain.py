@@ -43,7 +43,7 @@ from checkpoint import (CheckpointError, load_pretraining_weights, non_finite_te
 from dataset import build_pretrain_dataset
 from feeder.batch_augment import BatchAugment
 from feeder.batches import EpochBatches, folds_single_sample
-from options.common import model_sizes
+from options.common import model_config, size_flags
 from options.pretrain import build_parser, loss_weights, resolve_pretraining_settings, view_config
 from options.protocols import get_protocol
 from safe_io import DataFileError
@@ -196,7 +196,9 @@ def save_checkpoints(run_dir, model, optimizer, scaler, epoch, args, config, pro
         raise NonFiniteState(f"non-finite values in {where} ({position}): nothing saved")
     rng_states = distributed.gather_objects(utils.rng_state())
     if distributed.is_main_process():
-        state = {"epoch": epoch + 1, "state_dict": model.state_dict(), "optimizer": optimizer.state_dict()}
+        # model_config: the sizes and skeleton, so that evaluation builds the encoder without size flags.
+        state = {"epoch": epoch + 1, "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "model_config": model.config.to_dict()}
         if progress is None:
             # The periodic file first: a crash between the two writes then resumes before this epoch and
             # writes it again, whereas the other order would resume after it and never write it.
@@ -345,7 +347,7 @@ def pretrain(args, rank, world_size, local_rank, device, amp_dtype, protocol):
         run_folder.write_config_once(run_dir, config, has_state=(run_dir / LAST_CHECKPOINT).exists())
 
     utils.seed_everything(args.seed)
-    model = UmURL(**model_sizes(args, protocol), projector_dim=args.projector_dim).to(device)
+    model = UmURL(model_config(protocol, **size_flags(args))).to(device)
     if world_size > 1:  # before the optimizer is built: conversion creates new BatchNorm parameters
         model = distributed.convert_sync_batchnorm(model, device)
     optimizer = build_optimizer(model, args.lr, args.weight_decay, device)

@@ -19,13 +19,10 @@ from matplotlib.figure import Figure
 from sklearn.manifold import TSNE
 from torch.utils.data import Subset
 
-import console
+import evaluation
 import utils
 from checkpoint import CheckpointError
-from dataset import build_downstream_datasets, num_classes
-from options.common import model_sizes
 from options.downstream import build_tsne_parser
-from options.protocols import get_protocol
 from safe_io import DataFileError
 
 
@@ -76,29 +73,21 @@ def plot(points, labels, path, title):
 @torch.no_grad()
 def evaluate(model, dataset, batch_size, workers, device, amp_dtype, perplexity, seed, print_freq=10):
     """The 2-D t-SNE embedding (N, 2) of a dataset's features, and its labels (N,)."""
-    features, labels = utils.extract_features(model, dataset, batch_size, workers, device, amp_dtype,
-                                              "features", print_freq)
+    features, labels = evaluation.extract_features(model, dataset, batch_size, workers, device, amp_dtype,
+                                                   "features", print_freq)
     return embed_2d(features.cpu().numpy(), perplexity, seed), labels.cpu().numpy()
 
 
 def main(args):
     with ExitStack() as train_log:  # the run folder's train.log, once the folder is ready
-        device, amp_dtype = utils.evaluation_device("tsne.py", args)
-
-        protocol = get_protocol(args.dataset, args.protocol)
-        sizes = model_sizes(args, protocol)  # checks --hidden-size against --num-head
-        splits = dict(zip(("train", "val"), build_downstream_datasets(args.data_root, args.dataset, args.protocol)))
-        split = splits[args.split]
+        device, amp_dtype = evaluation.device_and_precision("tsne.py", args)
+        data = evaluation.load_splits(args)
+        split = data.train if args.split == "train" else data.val
         classes, indices = choose_samples(split.labels, args.num_classes, args.seed, args.max_per_class)
-        utils.seed_everything(args.seed)  # the random-weights baseline
-        model, source = utils.load_downstream_model(num_classes(args.data_root, args.dataset, args.protocol),
-                                                    sizes, args.modalities, args.pretrained)
+        model, source = evaluation.load_encoder(args, data, device)
         # After the checkpoint was found usable: --overwrite then deletes the earlier results.
-        run_dir = utils.prepare_evaluation_folder(args.checkpoint_path, args.overwrite)
-        train_log.enter_context(console.copy_output_to(run_dir / "train.log"))
-        utils.write_config(run_dir, {**utils.config_dict(args), "classes": classes.tolist(), "samples": len(indices)})
-
-        model.to(device)
+        run_dir, _ = evaluation.open_run_folder(args, train_log, device, amp_dtype, model.config,
+                                                classes=classes.tolist(), samples=len(indices))
         utils.main_print(f"t-SNE of {len(indices)} {args.split} samples of classes {classes.tolist()}, "
                          f"{args.dataset} {args.protocol}, modalities {'+'.join(model.modalities)}, {source}")
 
@@ -108,10 +97,10 @@ def main(args):
         title = (f"{args.dataset} {args.protocol} {args.split}, {'+'.join(model.modalities)}: "
                  f"{args.pretrained.name if args.pretrained else 'random weights'}")
         plot(points, labels, path, title)
-        utils.write_results(run_dir, {"mode": "tsne", "classes": classes.tolist(), "samples": len(indices),
-                                      "png": str(path)})
-        print(utils.result_line("tsne", {"png": path, "classes": classes.tolist(), "samples": len(indices),
-                                         "dataset": args.dataset, "protocol": args.protocol}), flush=True)
+        evaluation.finish(run_dir, "tsne", {"mode": "tsne", "classes": classes.tolist(), "samples": len(indices),
+                                            "png": str(path)},
+                          {"png": path, "classes": classes.tolist(), "samples": len(indices), "dataset": args.dataset,
+                           "protocol": args.protocol})
 
 
 if __name__ == "__main__":

@@ -8,11 +8,12 @@ that they load as they are.
 Shape legend: N batch, C coordinates (xyz), T frames, V joints, M persons, H hidden size,
 D projector output width. A batch of skeletons is (N, C, T, V, M).
 
-Reading order: tokens and modalities -> embeddings and fusion -> shared encoder -> the pretraining
-model and its loss -> the downstream model -> parameter counts (`python umurl.py`).
+Reading order: the model's sizes as data (UmURLConfig) -> tokens and modalities -> embeddings and
+fusion -> shared encoder -> the pretraining model and its loss -> the downstream model -> parameter
+counts (`python umurl.py`).
 """
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn as nn
@@ -21,6 +22,92 @@ import torch.nn.functional as F
 from skeleton import NTU_25, joint_to_bone, joint_to_motion
 
 MODALITIES = ("joint", "bone", "motion")
+MAX_FRAMES = 200  # rows of the sinusoidal position table (a buffer of the released checkpoints)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sizes: one frozen record, stored in every checkpoint the project writes
+# ---------------------------------------------------------------------------------------------
+
+def hidden_size_problem(hidden_size, num_head, names=("hidden_size", "num_head")):
+    """What is wrong with hidden_size for num_head, or None: attention splits H over the heads, and the
+    sinusoidal position encoding pairs H's channels (sin, cos). `names` spell the two in the message."""
+    if hidden_size % num_head or hidden_size % 2:
+        return f"{names[0]} must be even and a multiple of {names[1]} ({num_head}), got {hidden_size}"
+    return None
+
+
+@dataclass(frozen=True)
+class UmURLConfig:
+    """Every size of the model. The defaults are the released model: NTU-25 skeletons of two persons,
+    xyz coordinates, 64-frame views, hidden size 1024, one head, one layer, projectors 4096 wide.
+
+    The skeleton half (layout .. num_frames) follows from the dataset (options/common.py builds it
+    from a protocol); the other half from the size flags. Input widths are derived, never stored.
+    """
+
+    layout: str = NTU_25.name  # the skeleton layout's name (skeleton.py)
+    parents: tuple = NTU_25.parents  # 0-based parent of each joint (bones); a root is its own parent
+    num_joints: int = NTU_25.num_joints  # V
+    num_persons: int = 2  # M
+    num_coords: int = 3  # C: 3 for xyz
+    num_frames: int = 64  # T of a view
+    hidden_size: int = 1024  # H
+    num_head: int = 1
+    num_layer: int = 1
+    projector_dim: int = 4096  # D
+
+    def __post_init__(self):
+        object.__setattr__(self, "parents", tuple(self.parents))  # a JSON list reads back as a tuple
+        problem = self.problem()
+        if problem is not None:
+            raise ValueError(f"model config: {problem}")
+
+    def problem(self):
+        """What makes this configuration unbuildable, or None."""
+        if not isinstance(self.layout, str) or not self.layout:
+            return f"layout must be a non-empty name, got {self.layout!r}"
+        for name in ("num_joints", "num_persons", "num_coords", "num_frames", "hidden_size", "num_head",
+                     "num_layer", "projector_dim"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:
+                return f"{name} must be a positive integer, got {value!r}"
+        if self.num_coords not in (2, 3):
+            return f"num_coords must be 2 or 3, got {self.num_coords}"
+        if self.num_frames > MAX_FRAMES:
+            return f"num_frames must be at most {MAX_FRAMES} (the position table), got {self.num_frames}"
+        if len(self.parents) != self.num_joints or not all(
+                type(p) is int and 0 <= p < self.num_joints for p in self.parents):
+            return f"parents must name one joint in 0..{self.num_joints - 1} for each of the {self.num_joints} joints"
+        return hidden_size_problem(self.hidden_size, self.num_head)
+
+    @property
+    def t_input_size(self):
+        """Width of a temporal token: one frame's M*V*C numbers (150 for the released model)."""
+        return self.num_persons * self.num_joints * self.num_coords
+
+    @property
+    def s_input_size(self):
+        """Width of a spatial token: one (person, joint)'s T*C numbers (192 for the released model)."""
+        return self.num_frames * self.num_coords
+
+    def to_dict(self):
+        """Plain JSON-able values (parents as a list), what a checkpoint stores as `model_config`."""
+        return {**asdict(self), "parents": list(self.parents)}
+
+    @classmethod
+    def from_dict(cls, record):
+        """The inverse of to_dict; a ValueError of one line on an unknown or missing key or a bad value."""
+        if not isinstance(record, dict):
+            raise ValueError(f"model config: expected a dict, got {type(record).__name__}")
+        names = [field.name for field in fields(cls)]
+        unknown, missing = sorted(set(record) - set(names)), [name for name in names if name not in record]
+        if unknown or missing:
+            wrong = [f"unknown keys {unknown}"] * bool(unknown) + [f"missing keys {missing}"] * bool(missing)
+            raise ValueError(f"model config: {', '.join(wrong)} (expected exactly {', '.join(names)})")
+        if not isinstance(record["parents"], (list, tuple)):
+            raise ValueError(f"model config: parents must be a list of joint indices, got {record['parents']!r}")
+        return cls(**record)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,7 +197,7 @@ class EarlyFusion(nn.Module):
 class PositionalEncoding(nn.Module):
     """Fixed sinusoidal encoding (sin on even, cos on odd dimensions, base 10000) added to tokens."""
 
-    def __init__(self, hidden_size, max_len=200):
+    def __init__(self, hidden_size, max_len=MAX_FRAMES):
         super().__init__()
         position = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)  # (L, 1)
         frequency = torch.exp(torch.arange(0, hidden_size, 2, dtype=torch.float32)
@@ -135,7 +222,7 @@ def transformer(hidden_size, num_head, num_layer):
 class ModalityAgnosticEncoder(nn.Module):
     """Temporal and spatial Transformer streams, each max-pooled over its tokens."""
 
-    def __init__(self, hidden_size, num_head, num_layer, max_frames=200):
+    def __init__(self, hidden_size, num_head, num_layer, max_frames=MAX_FRAMES):
         super().__init__()
         self.pe = PositionalEncoding(hidden_size, max_frames)
         self.t_tr = transformer(hidden_size, num_head, num_layer)
@@ -154,15 +241,16 @@ class UmURLEncoder(nn.Module):
     path), several are fused first. The default, all three, gives the multi-modal feature y_u.
     """
 
-    def __init__(self, t_input_size, s_input_size, hidden_size, num_head, num_layer,
-                 parents=NTU_25.parents):
+    def __init__(self, config):
         super().__init__()
-        self.parents = tuple(parents)
-        self.j_emb = ModalityEmbedding(t_input_size, s_input_size, hidden_size)
-        self.b_emb = ModalityEmbedding(t_input_size, s_input_size, hidden_size)
-        self.m_emb = ModalityEmbedding(t_input_size, s_input_size, hidden_size)
-        self.mm_fusion = EarlyFusion(hidden_size)
-        self.ma_encoder = ModalityAgnosticEncoder(hidden_size, num_head, num_layer)
+        self.config = config
+        self.parents = config.parents
+        t, s, h = config.t_input_size, config.s_input_size, config.hidden_size
+        self.j_emb = ModalityEmbedding(t, s, h)
+        self.b_emb = ModalityEmbedding(t, s, h)
+        self.m_emb = ModalityEmbedding(t, s, h)
+        self.mm_fusion = EarlyFusion(h)
+        self.ma_encoder = ModalityAgnosticEncoder(h, config.num_head, config.num_layer)
 
     def embed(self, name, x):
         """One modality's (temporal, spatial) embeddings of its input x (N, C, T, V, M)."""
@@ -281,14 +369,13 @@ def umurl_loss(z, weights=RELEASED_LOSS_WEIGHTS):
 class UmURL(nn.Module):
     """The pretraining model: the shared encoder (`backbone`) and three modality-aware projectors."""
 
-    def __init__(self, t_input_size, s_input_size, hidden_size, num_head, num_layer,
-                 projector_dim=4096, parents=NTU_25.parents):
+    def __init__(self, config):
         super().__init__()
-        self.backbone = UmURLEncoder(t_input_size, s_input_size, hidden_size, num_head, num_layer,
-                                     parents)
-        self.j_projector = projector(2 * hidden_size, projector_dim)
-        self.b_projector = projector(2 * hidden_size, projector_dim)
-        self.m_projector = projector(2 * hidden_size, projector_dim)
+        self.config = config
+        self.backbone = UmURLEncoder(config)
+        self.j_projector = projector(2 * config.hidden_size, config.projector_dim)
+        self.b_projector = projector(2 * config.hidden_size, config.projector_dim)
+        self.m_projector = projector(2 * config.hidden_size, config.projector_dim)
 
     def forward(self, v1, v2, v3, v4):
         """Four augmented joint views (N, C, T, V, M) -> the six projections (N, D) by name.
@@ -319,13 +406,12 @@ class UmURL(nn.Module):
 class DownstreamModel(nn.Module):
     """Encoder + Linear(2H, classes). With all three modalities the feature is y_u."""
 
-    def __init__(self, num_classes, t_input_size, s_input_size, hidden_size, num_head, num_layer,
-                 modalities=MODALITIES, parents=NTU_25.parents):
+    def __init__(self, config, num_classes, modalities=MODALITIES):
         super().__init__()
+        self.config = config
         self.modalities = check_modalities(modalities)
-        self.backbone = UmURLEncoder(t_input_size, s_input_size, hidden_size, num_head, num_layer,
-                                     parents)
-        self.fc = nn.Linear(2 * hidden_size, num_classes)
+        self.backbone = UmURLEncoder(config)
+        self.fc = nn.Linear(2 * config.hidden_size, num_classes)
         # The released linear protocol: N(0, 0.01) weights, zero bias.
         nn.init.normal_(self.fc.weight, mean=0.0, std=0.01)
         nn.init.zeros_(self.fc.bias)
@@ -338,19 +424,15 @@ class DownstreamModel(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# Sizes
+# Parameter counts
 # ---------------------------------------------------------------------------------------------
-
-# The released model: NTU-25, two persons, 64 frames, hidden 1024, one layer and one head.
-DEFAULT_SIZES = dict(t_input_size=150, s_input_size=192, hidden_size=1024, num_head=1, num_layer=1)
-
 
 def count_parameters(module):
     return sum(p.numel() for p in module.parameters())
 
 
 if __name__ == "__main__":
-    model = UmURL(**DEFAULT_SIZES)
+    model = UmURL(UmURLConfig())
     total, encoder = count_parameters(model), count_parameters(model.backbone)
     print(f"UmURL at default sizes: {total / 1e6:.2f} M parameters in total, "
           f"{encoder / 1e6:.2f} M in the encoder, {(total - encoder) / 1e6:.2f} M in the projectors")

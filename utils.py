@@ -1,12 +1,12 @@
-"""What pretrain.py, action_recognition.py, action_retrieval.py and tsne.py share: device and
-precision choice, seeding and RNG state, the learning-rate schedule, meters, accuracy, the run folder,
-and (for the evaluation scripts) loading a pretrained encoder, feature extraction and the result line."""
+"""What pretrain.py and the evaluation scripts share: device and precision choice, seeding and RNG
+state, the learning-rate schedule, meters, accuracy, the run folder's basics (a writable folder,
+config.json with the environment, log.jsonl). What only the evaluation scripts share (a pretrained
+encoder, features, the result line) is in evaluation.py."""
 import json
 import math
 import os
 import platform
 import random
-import shutil
 import subprocess
 import sys
 import time
@@ -15,12 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
-import console
 import distributed
-from checkpoint import CheckpointMismatch, load_encoder_weights
-from umurl import DownstreamModel
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,37 +161,6 @@ def prepare_run_folder(folder):
     return folder
 
 
-# What the evaluation scripts write into their run folder besides config.json. Any of them already there
-# is an earlier run's result, which a new run would mix with (log.jsonl appended to, TensorBoard events
-# side by side) or replace without a word.
-EVALUATION_OUTPUTS = ("results.json", "log.jsonl", "tensorboard", "model_final.pth.tar", "labelled_samples.json",
-                      "tsne.png", "train.log")
-
-
-def prepare_evaluation_folder(folder, overwrite):
-    """prepare_run_folder for an evaluation script: one run folder, one run.
-
-    A folder holding an earlier run's EVALUATION_OUTPUTS is refused unless `overwrite`, which deletes
-    them (and nothing else) first. A pretraining run folder is refused either way: its log.jsonl and
-    TensorBoard logs are the pretraining run's, not for an evaluation to append to or delete.
-    """
-    folder = Path(folder)
-    if any(folder.glob("checkpoint_*.pth.tar")):
-        raise SystemExit(f"{folder} is a pretraining run folder (it holds checkpoints): give the evaluation its own "
-                         f"--checkpoint-path")
-    earlier = [name for name in EVALUATION_OUTPUTS if (folder / name).exists()]
-    if earlier and not overwrite:
-        raise SystemExit(f"{folder} already holds an earlier run's {', '.join(earlier)}: pass --overwrite to "
-                         f"replace them, or choose another --checkpoint-path")
-    for name in earlier:
-        path = folder / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    return prepare_run_folder(folder)
-
-
 def git_tree_dirty():
     """Whether tracked files differ from the revision in git_revision() (None outside a git checkout)."""
     try:
@@ -279,86 +244,3 @@ def config_dict(args):
 def main_print(*args, **kwargs):
     if distributed.is_main_process():
         print(*args, **kwargs, flush=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# Evaluation scripts: one process, a pretrained encoder, features, results
-# ---------------------------------------------------------------------------------------------
-
-def require_single_process(script):
-    """Evaluation runs in one process on one device; refuse a multi-process torchrun launch at once.
-
-    Features of a whole split fit on one device and the probe trains in seconds on them, so data
-    parallelism would only add collectives. A one-process torchrun launch is accepted.
-    """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size > 1:
-        raise SystemExit(f"{script} runs in a single process (features of a whole split fit on one device); "
-                         f"it was launched with WORLD_SIZE={world_size}: run it with plain `python {script}`")
-
-
-def evaluation_device(script, args):
-    """(device, autocast dtype or None) of an evaluation script, after refusing a multi-process launch."""
-    require_single_process(script)
-    device = resolve_device(args.device)
-    return device, resolve_amp_dtype(device, args.amp, args.amp_dtype)
-
-
-def load_downstream_model(num_classes, sizes, modalities, pretrained):
-    """DownstreamModel(num_classes, **sizes) with the encoder of `pretrained`, or random weights if None.
-
-    `pretrained` may be our checkpoint or a released one (`module.` prefix). The sizes come from the
-    dataset being evaluated (its skeleton fixes the input widths), so transfer works whenever the
-    source dataset had the same layout; otherwise CheckpointMismatch names every misfit key and the
-    sizes the target asks for. A missing, unreadable or diverged (NaN/Inf) checkpoint raises
-    CheckpointError saying what is wrong, and nothing about sizes. Returns (model, a one-line
-    description of where the weights came from).
-    """
-    model = DownstreamModel(num_classes, modalities=modalities, **sizes)
-    if pretrained is None:
-        return model, "randomly initialised encoder (no --pretrained): a baseline"
-    try:
-        load_encoder_weights(model, pretrained)
-    except CheckpointMismatch as error:
-        wanted = ", ".join(f"{key}={value}" for key, value in sizes.items() if key != "parents")
-        raise CheckpointMismatch(
-            f"{error}\nThe encoder was built for {wanted}: input widths follow the evaluated dataset's skeleton "
-            f"(t = persons*joints*3, s = 64 frames*3), the rest from --hidden-size/--num-head/--num-layer. "
-            f"A checkpoint pretrained with another skeleton layout or model size cannot be evaluated here."
-        ) from None
-    return model, f"encoder from {pretrained}"
-
-
-@torch.no_grad()
-def extract_features(model, dataset, batch_size, workers, device, amp_dtype, desc="features", print_freq=10):
-    """Encode a dataset of (x, label) in order: features (N, 2H) float32 and labels (N,), on `device`.
-
-    Puts the model in eval mode (the encoder must not change while it is read). Autocast, when
-    enabled, covers the encoder; features are stored in float32 either way.
-    """
-    model.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        pin_memory=device.type == "cuda")
-    features, labels = [], []
-    for x, y in console.progress_bar(loader, desc=desc, miniters=print_freq, dynamic_ncols=True, leave=False):
-        with autocast(device, amp_dtype):
-            features.append(model.features(x.to(device, non_blocking=True)).float())  # (B, 2H)
-        labels.append(y.to(device, non_blocking=True))
-    return torch.cat(features), torch.cat(labels)
-
-
-def write_results(folder, results):
-    """results.json: the run's final metrics and what produced them."""
-    (Path(folder) / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-
-
-def result_line(kind, fields):
-    """`RESULT <kind> key=value ...` on one line, floats with two decimals: easy for shell scripts to parse."""
-    def text(value):
-        if isinstance(value, float):
-            return f"{value:.2f}"
-        if isinstance(value, (list, tuple)):
-            return ",".join(map(str, value))
-        return str(value).replace(" ", "_")
-
-    return " ".join(["RESULT", kind, *(f"{key}={text(value)}" for key, value in fields.items())])

@@ -44,7 +44,7 @@ from feeder.augmentations import RELEASED_VIEW  # noqa: E402
 from feeder.batch_augment import BatchAugment  # noqa: E402
 from feeder.feeder import PretrainDataset, RawPretrainDataset  # noqa: E402
 from pretrain import batch_views  # noqa: E402
-from umurl import DEFAULT_SIZES  # noqa: E402
+from umurl import UmURLConfig  # noqa: E402
 
 # Dense (no sparsity) fp16 tensor-core peak in TFLOP/s from the vendors' data sheets, by device name.
 # The H100 PCIe and NVL have lower peaks and are left to the measured fallback.
@@ -58,7 +58,7 @@ DENSE_FP16_PEAK_TFLOPS = (
 # partial last one.
 NTU60_XSUB_TRAIN_SAMPLES, RELEASED_EPOCHS, RELEASED_GLOBAL_BATCH = 40091, 451, 512
 
-FULL = dict(batch_sizes=(128, 512), steps=10, warmup=3, hidden_size=DEFAULT_SIZES["hidden_size"],
+FULL = dict(batch_sizes=(128, 512), steps=10, warmup=3, hidden_size=UmURLConfig().hidden_size,
             projector_dim=4096, pipeline_batch=128, pipeline_batches=30, pipeline_samples=2048,
             two_process=dict(samples=1024, batch_size=256, epochs=2, workers=4))
 QUICK = dict(batch_sizes=(4, 8), steps=1, warmup=1, hidden_size=16, projector_dim=32,
@@ -213,7 +213,7 @@ def projection(steps, pipeline, global_batch=RELEASED_GLOBAL_BATCH):
 
 def run(args):
     device = torch.device(args.device)
-    sizes = {**DEFAULT_SIZES, "hidden_size": args.hidden_size}
+    sizes = {"hidden_size": args.hidden_size}  # the released model's otherwise (umurl.UmURLConfig)
     results = {"machine": machine_info(), "device": device_section(device, args.quick), "quick": args.quick}
     report(results, "device")
     results["steps"] = [measure_step(b, sizes, args, device, results["device"]["fp16_peak_flop_s"])

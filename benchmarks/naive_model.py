@@ -19,7 +19,6 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from skeleton import NTU_25  # noqa: E402
 from umurl import (EarlyFusion, ModalityEmbedding, PositionalEncoding, off_diagonal, projector,  # noqa: E402
                    variance_hinge)
 
@@ -66,14 +65,15 @@ class NaiveAgnosticEncoder(nn.Module):
 class NaiveBackbone(nn.Module):
     """Embeddings, early fusion and the shared encoder, one modality input at a time."""
 
-    def __init__(self, t_input_size, s_input_size, hidden_size, num_head, num_layer, parents=NTU_25.parents):
+    def __init__(self, config):
         super().__init__()
-        self.parents = tuple(parents)
-        self.j_emb = ModalityEmbedding(t_input_size, s_input_size, hidden_size)
-        self.b_emb = ModalityEmbedding(t_input_size, s_input_size, hidden_size)
-        self.m_emb = ModalityEmbedding(t_input_size, s_input_size, hidden_size)
-        self.mm_fusion = EarlyFusion(hidden_size)
-        self.ma_encoder = NaiveAgnosticEncoder(hidden_size, num_head, num_layer)
+        self.parents = config.parents
+        t, s, h = config.t_input_size, config.s_input_size, config.hidden_size
+        self.j_emb = ModalityEmbedding(t, s, h)
+        self.b_emb = ModalityEmbedding(t, s, h)
+        self.m_emb = ModalityEmbedding(t, s, h)
+        self.mm_fusion = EarlyFusion(h)
+        self.ma_encoder = NaiveAgnosticEncoder(h, config.num_head, config.num_layer)
 
     def joint_only(self, x):
         return self.ma_encoder(*self.j_emb(x))
@@ -93,13 +93,12 @@ class NaiveBackbone(nn.Module):
 class NaiveUmURL(nn.Module):
     """Same parameters as umurl.UmURL; the forward makes the four encoder passes one after another."""
 
-    def __init__(self, t_input_size, s_input_size, hidden_size, num_head, num_layer, projector_dim=4096,
-                 parents=NTU_25.parents):
+    def __init__(self, config):
         super().__init__()
-        self.backbone = NaiveBackbone(t_input_size, s_input_size, hidden_size, num_head, num_layer, parents)
-        self.j_projector = projector(2 * hidden_size, projector_dim)
-        self.b_projector = projector(2 * hidden_size, projector_dim)
-        self.m_projector = projector(2 * hidden_size, projector_dim)
+        self.backbone = NaiveBackbone(config)
+        self.j_projector = projector(2 * config.hidden_size, config.projector_dim)
+        self.b_projector = projector(2 * config.hidden_size, config.projector_dim)
+        self.m_projector = projector(2 * config.hidden_size, config.projector_dim)
 
     def forward(self, v1, v2, v3, v4):
         y_j = self.backbone.joint_only(v1)

@@ -26,16 +26,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import data_pipeline, evaluation, preprocess, train_step  # noqa: E402
 from benchmarks.common import machine_info, machine_line, markdown_table  # noqa: E402
-from umurl import DEFAULT_SIZES  # noqa: E402
+from umurl import UmURLConfig  # noqa: E402
 
 # Sizes of the two modes. Full: the released model size; small step counts because one default-size
 # step takes seconds on a 2-core CPU. Quick: tiny everything, for the test suite.
 FULL = {
     "preprocess": dict(num_files=200, workers=2),
     "data_pipeline": dict(num_samples=512, batch_size=16, batches=20, threads=1),
-    "train_step": dict(batch_size=16, steps=3, warmup=1, hidden_size=DEFAULT_SIZES["hidden_size"],
+    "train_step": dict(batch_size=16, steps=3, warmup=1, hidden_size=UmURLConfig().hidden_size,
                        projector_dim=4096, peak_size=2048),
-    "evaluation": dict(train_samples=256, val_samples=128, hidden_size=DEFAULT_SIZES["hidden_size"],
+    "evaluation": dict(train_samples=256, val_samples=128, hidden_size=UmURLConfig().hidden_size,
                        probe_epochs=150, reencode_epochs=5,
                        knn_train=10000, knn_val=2500, knn_dim=2048, chunk_size=1024),
 }

@@ -31,7 +31,7 @@ from benchmarks.common import (best_and_median, machine_info, markdown_table, ma
 from benchmarks.naive_model import NaiveUmURL, naive_loss  # noqa: E402
 from pretrain import build_optimizer  # noqa: E402
 from skeleton import joint_to_bone, joint_to_motion  # noqa: E402
-from umurl import DEFAULT_SIZES, UmURL, umurl_loss  # noqa: E402
+from umurl import UmURL, UmURLConfig, umurl_loss  # noqa: E402
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -81,7 +81,8 @@ def umurl_total(z):
 def build(implementation, sizes, projector_dim, device, compile_model=False):
     """(model, loss function, optimizer) of one of VARIANTS, the same initial weights for all."""
     torch.manual_seed(0)
-    model = (NaiveUmURL if implementation == "naive" else UmURL)(**sizes, projector_dim=projector_dim).to(device)
+    config = UmURLConfig(**sizes, projector_dim=projector_dim)
+    model = (NaiveUmURL if implementation == "naive" else UmURL)(config).to(device)
     if implementation == "umurl + batched pass":
         model = BatchedPass(model)
     loss = naive_loss if implementation in ("naive", "umurl without Gram covariance") else umurl_total
@@ -144,8 +145,8 @@ def timed(step, device):
 
 
 def model_sizes(args):
-    """The released encoder sizes with --hidden-size applied."""
-    return {**DEFAULT_SIZES, "hidden_size": args.hidden_size}
+    """The sizes that differ from the released model's (umurl.UmURLConfig): --hidden-size."""
+    return {"hidden_size": args.hidden_size}
 
 
 def measure_device(names, precisions, args, device, flops):
@@ -196,7 +197,7 @@ def add_speedups(rows):
 def optimizer_step_seconds(sizes, projector_dim, device, repeats=3):
     """Best seconds of one Adam update of the whole model from random gradients: torch's default
     (released) against pretrain.build_optimizer's fused kernel. The step's fixed cost, whatever the batch."""
-    model = UmURL(**sizes, projector_dim=projector_dim).to(device)
+    model = UmURL(UmURLConfig(**sizes, projector_dim=projector_dim)).to(device)
     for parameter in model.parameters():
         parameter.grad = torch.randn_like(parameter)
     optimizers = {"released": torch.optim.Adam(model.parameters(), lr=5e-4, weight_decay=1e-5),
@@ -239,7 +240,7 @@ def add_arguments(parser):
     parser.add_argument("--steps", type=int, default=3,
                         help="timed rounds, each one step of every variant (the best is kept)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before them")
-    parser.add_argument("--hidden-size", type=int, default=DEFAULT_SIZES["hidden_size"], help="H (default: released)")
+    parser.add_argument("--hidden-size", type=int, default=UmURLConfig().hidden_size, help="H (default: released)")
     parser.add_argument("--projector-dim", type=int, default=4096, help="D, projector output width")
     parser.add_argument("--peak-size", type=int, default=2048, help="n of the n x n matmuls of the peak")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),

@@ -2,9 +2,13 @@
 import argparse
 from pathlib import Path
 
+from feeder.augmentations import OUT_FRAMES
 from options.checks import at_least, checked, seed
-from options.protocols import DATASETS, DEFAULT_DATA_ROOT, PROTOCOLS, protocols_of
-from umurl import DEFAULT_SIZES
+from options.protocols import DATASETS, DEFAULT_DATA_ROOT, NUM_COORDS, PROTOCOLS, protocols_of
+from umurl import UmURLConfig, hidden_size_problem
+
+RELEASED = UmURLConfig()  # the released model's sizes: the defaults of the size flags
+SIZE_FLAGS = ("hidden_size", "num_head", "num_layer")  # what the encoder's size flags set
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -26,14 +30,26 @@ def add_data_args(parser, dataset_flags):
     return group
 
 
-def add_model_args(parser):
-    """Encoder sizes; the defaults are the released model's. Input sizes follow from the dataset."""
-    group = parser.add_argument_group("model size (defaults: the released model)")
-    group.add_argument("--hidden-size", type=int, default=DEFAULT_SIZES["hidden_size"], action=checked(at_least(2)),
+def add_model_args(parser, evaluation=False):
+    """Encoder sizes; input sizes follow from the dataset. Pretraining's defaults are the released model's.
+
+    evaluation: the sizes are the --pretrained checkpoint's (its model_config), so the flags default to
+    None and are only needed for a checkpoint without one (a released checkpoint) or random weights.
+    """
+    if evaluation:
+        group = parser.add_argument_group(
+            "model size (default: the --pretrained checkpoint's; without a --pretrained checkpoint or for one that "
+            f"does not record its sizes (a released one), the released model's: hidden {RELEASED.hidden_size}, "
+            f"{RELEASED.num_head} head, {RELEASED.num_layer} layer)")
+        defaults = dict.fromkeys(SIZE_FLAGS)
+    else:
+        group = parser.add_argument_group("model size (defaults: the released model)")
+        defaults = {name: getattr(RELEASED, name) for name in SIZE_FLAGS}
+    group.add_argument("--hidden-size", type=int, default=defaults["hidden_size"], action=checked(at_least(2)),
                        help="H, token width (even, a multiple of --num-head)")
-    group.add_argument("--num-head", type=int, default=DEFAULT_SIZES["num_head"], action=checked(at_least(1)),
+    group.add_argument("--num-head", type=int, default=defaults["num_head"], action=checked(at_least(1)),
                        help="attention heads")
-    group.add_argument("--num-layer", type=int, default=DEFAULT_SIZES["num_layer"], action=checked(at_least(1)),
+    group.add_argument("--num-layer", type=int, default=defaults["num_layer"], action=checked(at_least(1)),
                        help="layers per stream")
     return group
 
@@ -68,18 +84,24 @@ def add_runtime_args(parser, default_workers=8, evaluation=False):
 
 
 def check_model_sizes(hidden_size, num_head):
-    """What is wrong with --hidden-size for --num-head, or None: attention splits H over the heads, and
-    the sinusoidal position encoding pairs H's channels (sin, cos)."""
-    if hidden_size % num_head or hidden_size % 2:
-        return f"--hidden-size must be even and a multiple of --num-head ({num_head}), got {hidden_size}"
-    return None
+    """What is wrong with --hidden-size for --num-head, or None (the rule is umurl.hidden_size_problem's)."""
+    return hidden_size_problem(hidden_size, num_head, names=("--hidden-size", "--num-head"))
 
 
-def model_sizes(args, protocol):
-    """Keyword sizes for UmURL/DownstreamModel from the flags and the protocol's skeleton."""
-    problem = check_model_sizes(args.hidden_size, args.num_head)
+def size_flags(args):
+    """The size flags given on the command line ({name: value}); those left at None are not."""
+    names = (*SIZE_FLAGS, "projector_dim")
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+def model_config(protocol, **sizes):
+    """The UmURLConfig of a protocol's skeleton (layout, persons, xyz, 64-frame views) with `sizes`
+    (hidden_size, num_head, num_layer, projector_dim); a size not given is the released model's.
+    A hidden size that does not split over the heads is a SystemExit naming the flags."""
+    problem = check_model_sizes(sizes.get("hidden_size", RELEASED.hidden_size),
+                                sizes.get("num_head", RELEASED.num_head))
     if problem is not None:
         raise SystemExit(problem)
-    return dict(t_input_size=protocol.t_input_size, s_input_size=protocol.s_input_size,
-                hidden_size=args.hidden_size, num_head=args.num_head, num_layer=args.num_layer,
-                parents=protocol.topology.parents)
+    topology = protocol.topology
+    return UmURLConfig(layout=topology.name, parents=topology.parents, num_joints=topology.num_joints,
+                       num_persons=protocol.num_persons, num_coords=NUM_COORDS, num_frames=OUT_FRAMES, **sizes)

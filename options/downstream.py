@@ -1,7 +1,8 @@
 """Command lines of the evaluation scripts: action_recognition.py, action_retrieval.py and tsne.py.
 
 The released flag names are kept (`--finetune-dataset`, `--pretrained`, `--knn-neighbours`, ...);
-data, model-size and runtime groups come from options/common.py, shared with pretrain.py.
+data, model-size and runtime groups come from options/common.py, shared with pretrain.py. The size
+flags default to None: the encoder's sizes are those its checkpoint records (evaluation.py).
 
 The optimisation flags of action_recognition.py default to None and are filled by
 `resolve_training_settings` from one of the two tables below, so that `--finetune` alone gives
@@ -29,9 +30,10 @@ def add_encoder_args(parser):
     """The encoder to evaluate: its checkpoint and which modalities feed it."""
     group = parser.add_argument_group("encoder")
     group.add_argument("--pretrained", type=Path, default=None,
-                       help="pretraining checkpoint: ours (checkpoint_{epoch:04d}.pth.tar from pretrain.py) or a "
-                            "released one (`module.` keys); default: a randomly initialised encoder (a baseline). "
-                            "Transfer = a checkpoint pretrained on another dataset with the same skeleton layout")
+                       help="pretraining checkpoint: ours (checkpoint_{epoch:04d}.pth.tar from pretrain.py, which "
+                            "records the model sizes) or a released one (`module.` keys, sizes from the flags below); "
+                            "default: a randomly initialised encoder (a baseline). Transfer = a checkpoint pretrained "
+                            "on another dataset with the same skeleton layout")
     group.add_argument("--modalities", nargs="+", default=list(MODALITIES), choices=MODALITIES,
                        help="inputs to the encoder: all three = the fused multi-modal feature y_u; one = uni-modal")
     return group
@@ -41,7 +43,7 @@ def _common(parser, run_folder, contents):
     """The groups every evaluation script has, and its run folder (`contents`: what it receives)."""
     add_encoder_args(parser)
     add_data_args(parser, ("--finetune-dataset", "--dataset"))
-    add_model_args(parser)
+    add_model_args(parser, evaluation=True)
     add_runtime_args(parser, evaluation=True)
     parser.add_argument("--checkpoint-path", type=Path, default=Path(run_folder), help=f"run folder: {contents}")
     parser.add_argument("--overwrite", action="store_true",

@@ -17,7 +17,11 @@ seed=${QUICKSTART_SEED:-0}
 last=$(printf 'checkpoint_%04d.pth.tar' $((epochs - 1)))
 raw=$out/raw data=$out/data run=$out/pretrain
 # Small model: hidden 64 instead of 1024, projector 256 instead of 4096; one layer, one head as released.
-size=(--hidden-size 64 --device cpu --seed "$seed")
+# Given to pretraining only: its checkpoints record the sizes, and the evaluations read them from there.
+# The random-weight baseline has no checkpoint, so it takes the same encoder sizes from here.
+encoder=(--hidden-size 64)
+model=("${encoder[@]}" --projector-dim 256)
+run_options=(--device cpu --seed "$seed")
 start=$(date +%s)
 step() { printf '\n== %s (%ds)\n' "$1" $(( $(date +%s) - start )); }
 
@@ -32,7 +36,7 @@ python data_gen/ntu_gendata.py --data_path "$raw" --out_folder "$data" --dataset
 
 step "pretraining UmURL without labels ($epochs epochs)"
 rm -rf "$run"  # a fresh run each time (pretrain.py would otherwise resume a finished run)
-bash scripts/pretrain.sh demo cross_subject 0 "${size[@]}" --projector-dim 256 --data-root "$data" \
+bash scripts/pretrain.sh demo cross_subject 0 "${model[@]}" "${run_options[@]}" --data-root "$data" \
   --checkpoint-path "$run" --epochs "$epochs" --batch-size 32 --lr 1e-3 --schedule $((epochs * 5 / 6)) \
   --workers 2 --save-freq 10
 
@@ -40,15 +44,15 @@ results=$out/results.txt
 : > "$results"
 # Evaluations replace their own earlier results (--overwrite), so the quickstart can be run again.
 evaluate() {  # evaluate <name> <checkpoint or "random">: linear probe (released settings) and kNN
-  local name=$1 checkpoint=$2 weights=()
+  local name=$1 checkpoint=$2 weights=("${encoder[@]}")
   [ "$checkpoint" != random ] && weights=(--pretrained "$checkpoint")
   step "linear probe and kNN, $name encoder"
   python action_recognition.py --lr 0.03 --batch-size 512 --epochs 150 --schedule 120 140 --wd 0 \
-    --finetune-dataset demo --protocol cross_subject --data-root "$data" "${size[@]}" --workers 2 \
+    --finetune-dataset demo --protocol cross_subject --data-root "$data" "${run_options[@]}" --workers 2 \
     --checkpoint-path "$out/linear_$name" --overwrite "${weights[@]}" | tee "$out/linear_$name.log" | grep '^RESULT' \
     | sed "s/^RESULT/RESULT $name/" >> "$results"
   python action_retrieval.py --knn-neighbours 1 --finetune-dataset demo --protocol cross_subject \
-    --data-root "$data" "${size[@]}" --workers 2 --checkpoint-path "$out/knn_$name" --overwrite "${weights[@]}" \
+    --data-root "$data" "${run_options[@]}" --workers 2 --checkpoint-path "$out/knn_$name" --overwrite "${weights[@]}" \
     | tee "$out/knn_$name.log" | grep '^RESULT' | sed "s/^RESULT/RESULT $name/" >> "$results"
 }
 evaluate pretrained "$run/$last"
@@ -56,7 +60,7 @@ evaluate random random
 
 step "t-SNE of the pretrained encoder's features"
 python tsne.py --pretrained "$run/$last" --finetune-dataset demo --protocol cross_subject --data-root "$data" \
-  "${size[@]}" --workers 2 --num-classes 10 --checkpoint-path "$out/tsne" --overwrite
+  "${run_options[@]}" --workers 2 --num-classes 10 --checkpoint-path "$out/tsne" --overwrite
 
 step "done"
 python - "$results" <<'EOF'

@@ -2,14 +2,15 @@
 import json
 import os
 import pickle
+from dataclasses import replace
 
 import pytest
 import torch
 
 from checkpoint import CheckpointError, load_encoder_weights, load_pretraining_weights, read_checkpoint, save_atomic
-from umurl import DEFAULT_SIZES, DownstreamModel, UmURL
+from umurl import DownstreamModel, UmURL, UmURLConfig
 
-TINY = dict(t_input_size=150, s_input_size=192, hidden_size=16, num_head=1, num_layer=1)
+TINY = UmURLConfig(hidden_size=16, projector_dim=32)
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def released_checkpoint(fixtures_dir, tmp_path_factory):
 
 def test_released_checkpoint_loads_into_the_pretraining_model(released_checkpoint):
     path, state_dict = released_checkpoint
-    model = UmURL(**DEFAULT_SIZES)
+    model = UmURL(UmURLConfig())
     load_pretraining_weights(model, path)
     key = "backbone.ma_encoder.t_tr.layers.0.linear1.weight"
     assert torch.equal(model.state_dict()[key], state_dict["module." + key])
@@ -35,7 +36,7 @@ def test_released_checkpoint_loads_into_the_pretraining_model(released_checkpoin
 
 def test_released_checkpoint_loads_into_the_downstream_model(released_checkpoint):
     path, state_dict = released_checkpoint
-    model = DownstreamModel(60, **DEFAULT_SIZES)
+    model = DownstreamModel(UmURLConfig(), 60)
     report = load_encoder_weights(model, path)
     assert report["missing"] == ["fc.bias", "fc.weight"]
     assert all(key.split(".")[0] in ("j_projector", "b_projector", "m_projector") for key in report["unexpected"])
@@ -45,15 +46,15 @@ def test_released_checkpoint_loads_into_the_downstream_model(released_checkpoint
 
 def tiny_checkpoint(**overrides):
     torch.manual_seed(0)
-    model = UmURL(**{**TINY, **overrides}, projector_dim=32)
+    model = UmURL(replace(TINY, **overrides))
     return {"epoch": 1, "state_dict": {"module." + k: v for k, v in model.state_dict().items()}}
 
 
 def test_missing_encoder_key_is_refused_and_named():
     checkpoint = tiny_checkpoint()
     del checkpoint["state_dict"]["module.backbone.mm_fusion.s_fusion.0.weight"]
-    for load, model in ((load_encoder_weights, DownstreamModel(10, **TINY)),
-                        (load_pretraining_weights, UmURL(**TINY, projector_dim=32))):
+    for load, model in ((load_encoder_weights, DownstreamModel(TINY, 10)),
+                        (load_pretraining_weights, UmURL(TINY))):
         with pytest.raises(CheckpointError, match=r"missing backbone\.mm_fusion\.s_fusion\.0\.weight"):
             load(model, checkpoint)
 
@@ -61,7 +62,7 @@ def test_missing_encoder_key_is_refused_and_named():
 def test_wrong_shape_is_refused_and_named():
     checkpoint = tiny_checkpoint()
     checkpoint["state_dict"]["module.backbone.j_emb.t_embedding.0.weight"] = torch.zeros(16, 151)
-    model = DownstreamModel(10, **TINY)
+    model = DownstreamModel(TINY, 10)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(CheckpointError, match=r"wrong shape backbone\.j_emb\.t_embedding\.0\.weight"):
         load_encoder_weights(model, checkpoint)
@@ -70,7 +71,7 @@ def test_wrong_shape_is_refused_and_named():
 
 def test_a_different_model_size_names_the_mismatching_keys():
     with pytest.raises(CheckpointError, match="wrong shape") as error:
-        load_encoder_weights(DownstreamModel(10, **TINY), tiny_checkpoint(hidden_size=8))
+        load_encoder_weights(DownstreamModel(TINY, 10), tiny_checkpoint(hidden_size=8))
     assert "backbone.ma_encoder.pe.pe" in str(error.value)
 
 
@@ -78,14 +79,14 @@ def test_unexpected_keys_other_than_projectors_are_refused():
     checkpoint = tiny_checkpoint()
     checkpoint["state_dict"]["module.backbone.extra.weight"] = torch.zeros(1)
     with pytest.raises(CheckpointError, match=r"unexpected backbone\.extra\.weight"):
-        load_encoder_weights(DownstreamModel(10, **TINY), checkpoint)
+        load_encoder_weights(DownstreamModel(TINY, 10), checkpoint)
 
 
 def test_pretraining_model_needs_its_projectors():
     checkpoint = tiny_checkpoint()
     del checkpoint["state_dict"]["module.m_projector.6.bias"]
     with pytest.raises(CheckpointError, match=r"missing m_projector\.6\.bias"):
-        load_pretraining_weights(UmURL(**TINY, projector_dim=32), checkpoint)
+        load_pretraining_weights(UmURL(TINY), checkpoint)
 
 
 class RunsCode:
@@ -142,3 +143,13 @@ def test_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert read_checkpoint(path) == {"epoch": 1}
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_the_model_config_round_trips_through_a_checkpoint_file(tmp_path):
+    # Plain values only: the file loads with weights_only=True and gives back the same configuration.
+    config = replace(TINY, layout="msr20", parents=tuple(range(20)), num_joints=20, num_persons=1, num_coords=2)
+    path = tmp_path / "checkpoint_0000.pth.tar"
+    save_atomic({"epoch": 1, "state_dict": UmURL(config).state_dict(), "model_config": config.to_dict()}, path)
+    loaded = read_checkpoint(path)
+    assert UmURLConfig.from_dict(loaded["model_config"]) == config
+    load_pretraining_weights(UmURL(UmURLConfig.from_dict(loaded["model_config"])), loaded)

@@ -21,7 +21,7 @@ import pretrain
 import utils
 from checkpoint import read_checkpoint
 from test_pretrain import TINY, epoch_losses, make_demo_data, straight_and_resumed, without_zero_gradient_entries
-from umurl import UmURL, umurl_loss
+from umurl import UmURL, UmURLConfig, umurl_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 FP16 = ["--amp", "--amp-dtype", "fp16"]
@@ -30,7 +30,7 @@ CPU = torch.device("cpu")
 
 def tiny_model(seed=0):
     torch.manual_seed(seed)
-    return UmURL(t_input_size=150, s_input_size=192, hidden_size=16, num_head=1, num_layer=1, projector_dim=32)
+    return UmURL(UmURLConfig(hidden_size=16, projector_dim=32))
 
 
 def view_loader(num_samples=8, batch_size=8, seed=0):

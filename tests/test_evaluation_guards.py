@@ -15,9 +15,10 @@ from test_pretrain import make_demo_data
 import action_recognition
 import action_retrieval
 import tsne
-from checkpoint import CheckpointError, save_atomic
+from checkpoint import CheckpointError, CheckpointMismatch, save_atomic
 from options.downstream import build_recognition_parser, build_retrieval_parser, build_tsne_parser
-from umurl import UmURL
+import skeleton
+from umurl import UmURL, UmURLConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--hidden-size", "16", "--device", "cpu", "--workers", "0", "--finetune-dataset", "demo"]
@@ -39,9 +40,19 @@ def checkpoints(tmp_path_factory):
     """A finite pretraining checkpoint of the tiny model, and the same with NaN and Inf in three tensors."""
     folder = tmp_path_factory.mktemp("checkpoints")
     torch.manual_seed(0)
-    state_dict = UmURL(t_input_size=150, s_input_size=192, hidden_size=16, num_head=1, num_layer=1,
-                       projector_dim=32).state_dict()
-    save_atomic({"epoch": 1, "state_dict": state_dict}, folder / "good.pth.tar")
+    state_dict = UmURL(UmURLConfig(hidden_size=16, projector_dim=32)).state_dict()
+    save_atomic({"epoch": 1, "state_dict": state_dict}, folder / "good.pth.tar")  # no model_config, as released
+    # Checkpoints that record their configuration (as pretrain.py writes them): one of the MSR layout, one
+    # whose model_config is damaged.
+    msr = UmURLConfig(layout="msr20", parents=skeleton.MSR_20.parents, num_joints=20, num_persons=1, hidden_size=16,
+                      projector_dim=32)
+    save_atomic({"epoch": 1, "state_dict": UmURL(msr).state_dict(), "model_config": msr.to_dict()},
+                folder / "msr.pth.tar")
+    damaged = UmURLConfig(hidden_size=16).to_dict()
+    damaged["num_layers"] = damaged.pop("num_layer")
+    save_atomic({"epoch": 1, "state_dict": state_dict, "model_config": damaged}, folder / "damaged.pth.tar")
+    lying = UmURLConfig(hidden_size=2**16, num_layer=64).to_dict()  # would build a model of billions of weights
+    save_atomic({"epoch": 1, "state_dict": state_dict, "model_config": lying}, folder / "lying.pth.tar")
     diverged = {key: value.clone() for key, value in state_dict.items()}
     diverged["backbone.j_emb.t_embedding.0.bias"][3] = float("nan")
     diverged["backbone.ma_encoder.t_tr.layers.0.linear1.weight"][0, 0] = float("inf")
@@ -73,6 +84,46 @@ def test_an_encoder_with_non_finite_weights_is_refused_naming_the_first_bad_tens
     assert "j_projector" not in message and "\n" not in message
     assert "RESULT" not in capsys.readouterr().out
     assert not (tmp_path / "run").exists()  # refused before the run folder was made
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A checkpoint's recorded model configuration
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_checkpoint_of_another_skeleton_layout_is_refused_in_one_line(script, data_root, checkpoints, tmp_path):
+    path = checkpoints / "msr.pth.tar"
+    with pytest.raises(CheckpointMismatch) as caught:
+        run(script, data_root, tmp_path / "run", "--pretrained", str(path))
+    assert str(caught.value) == (
+        f"{path}: pretrained on msr20 skeletons (20 joints, 1 person, 3 coordinates, 64-frame views), but demo "
+        f"cross_subject holds ntu25 skeletons (25 joints, 2 persons, 3 coordinates, 64-frame views): an encoder "
+        f"transfers only between datasets of the same skeleton layout")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_size_flag_that_contradicts_the_checkpoint_is_refused_in_one_line(script, data_root, checkpoints, tmp_path):
+    with pytest.raises(SystemExit) as caught:  # TINY passes --hidden-size 16
+        run(script, data_root, tmp_path / "run", "--pretrained", str(checkpoints / "msr.pth.tar"), "--num-layer", "2")
+    assert str(caught.value).startswith("--num-layer 2 (the checkpoint's num_layer is 1): ")
+    assert "\n" not in str(caught.value) and not (tmp_path / "run").exists()
+
+
+def test_a_damaged_model_config_is_refused_naming_the_file_and_the_key(data_root, checkpoints, tmp_path):
+    path = checkpoints / "damaged.pth.tar"
+    with pytest.raises(CheckpointError) as caught:
+        run("action_retrieval.py", data_root, tmp_path / "run", "--pretrained", str(path))
+    assert str(caught.value).startswith(f"{path}: its model_config is unusable: model config: unknown keys "
+                                        f"['num_layers'], missing keys ['num_layer']")
+    assert "\n" not in str(caught.value)
+    lying = checkpoints / "lying.pth.tar"
+    with pytest.raises(CheckpointError) as caught:  # refused before the model it describes is built
+        run("action_retrieval.py", data_root, tmp_path / "run", "--pretrained", str(lying), "--hidden-size", "65536",
+            "--num-layer", "64")
+    assert str(caught.value) == (f"{lying}: its model_config (hidden size, token widths, layers (65536, 150, 192, 64)) "
+                                 f"disagrees with its weights (16, 150, 192, 1): the file is damaged")
+    assert not (tmp_path / "run").exists()
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ term from the Gram matrix, pretrain.py uses fused Adam and can draw the views on
 (--augment-on-device, tests/test_batch_augment.py) or compile the model. Tolerances as in
 tests/test_golden.py.
 """
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -14,11 +16,11 @@ from checkpoint import read_checkpoint
 from benchmarks.naive_model import NaiveUmURL, bones_by_loop, naive_loss
 from benchmarks.train_step import BatchedPass
 from skeleton import NTU_25, joint_to_bone
-from tests.test_golden import FEATURE_RTOL, GRAD_RTOL, relative_error, zero_in_exact_arithmetic
+from tests.test_golden import FEATURE_RTOL, GRAD_RTOL, golden_config, relative_error, zero_in_exact_arithmetic
 from tests.test_pretrain import epoch_losses, make_demo_data, run_args
-from umurl import UmURL, covariance_penalty, off_diagonal, umurl_loss, variance_covariance
+from umurl import UmURL, UmURLConfig, covariance_penalty, off_diagonal, umurl_loss, variance_covariance
 
-TINY = dict(t_input_size=150, s_input_size=192, hidden_size=16, num_head=2, num_layer=1)
+TINY = UmURLConfig(hidden_size=16, num_head=2, num_layer=1)
 
 
 def views(n=6, seed=0):
@@ -27,7 +29,7 @@ def views(n=6, seed=0):
 
 
 def golden_model(cls, golden):
-    model = cls(**golden["model_config"], projector_dim=golden["projector_dim"])
+    model = cls(golden_config(golden))
     model.load_state_dict({k.removeprefix("module."): v for k, v in golden["init_state_dict"].items()})
     return model.train()
 
@@ -51,8 +53,8 @@ def test_yardstick_reproduces_the_golden_fixture(golden):
 
 def test_umurl_and_the_yardstick_share_parameters_and_agree_on_random_views():
     torch.manual_seed(0)
-    fast = UmURL(**TINY, projector_dim=64)
-    naive = NaiveUmURL(**TINY, projector_dim=64)
+    fast = UmURL(replace(TINY, projector_dim=64))
+    naive = NaiveUmURL(replace(TINY, projector_dim=64))
     naive.load_state_dict(fast.state_dict())  # same names and shapes, strict
     inputs = views()
     z_fast, z_naive = fast(*inputs), naive(*inputs)
@@ -70,8 +72,8 @@ def test_the_batched_encoder_pass_candidate_computes_the_same_projections():
     # Measured and not adopted (benchmarks/README.md), but the benchmark's figure is only meaningful
     # if the candidate computes what UmURL computes.
     torch.manual_seed(0)
-    model = UmURL(**TINY, projector_dim=32)
-    twin = UmURL(**TINY, projector_dim=32)
+    model = UmURL(replace(TINY, projector_dim=32))
+    twin = UmURL(replace(TINY, projector_dim=32))
     twin.load_state_dict(model.state_dict())
     inputs = views(seed=1)
     batched, separate = BatchedPass(twin)(*inputs), model(*inputs)
@@ -109,8 +111,8 @@ def test_fused_adam_makes_the_released_adams_updates():
     # Both optimisers see the same gradients (through the model, rounding noise in the gradients that
     # are zero in exact arithmetic would be amplified by Adam into lr-sized differences).
     torch.manual_seed(0)
-    model = UmURL(**TINY, projector_dim=32)
-    twin = UmURL(**TINY, projector_dim=32)
+    model = UmURL(replace(TINY, projector_dim=32))
+    twin = UmURL(replace(TINY, projector_dim=32))
     twin.load_state_dict(model.state_dict())
     fused = pretrain.build_optimizer(model, 5e-4, 1e-5, torch.device("cpu"))
     released = torch.optim.Adam(twin.parameters(), lr=5e-4, weight_decay=1e-5)
@@ -127,7 +129,7 @@ def test_fused_adam_makes_the_released_adams_updates():
 
 
 def test_resume_keeps_the_fused_kernel_when_the_checkpoint_was_written_without_it(tmp_path):
-    model = UmURL(**TINY, projector_dim=32)
+    model = UmURL(replace(TINY, projector_dim=32))
     released = torch.optim.Adam(model.parameters(), lr=5e-4)  # "fused": None, as in released checkpoints
     torch.save({"epoch": 3, "state_dict": model.state_dict(), "optimizer": released.state_dict()},
                tmp_path / "ckpt.pth.tar")

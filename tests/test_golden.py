@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from umurl import UmURL, umurl_loss
+from umurl import UmURL, UmURLConfig, umurl_loss
 
 FEATURE_RTOL, GRAD_RTOL = 1e-5, 1e-4  # fixtures/README.md
 
@@ -60,8 +60,17 @@ def relative_error(actual, expected):
     return ((actual - expected).abs().max() / expected.abs().max().clamp_min(1e-12)).item()
 
 
+def golden_config(golden):
+    """The fixture's sizes as a UmURLConfig: the released NTU-25 skeleton (its input widths are derived)."""
+    sizes = golden["model_config"]
+    config = UmURLConfig(hidden_size=sizes["hidden_size"], num_head=sizes["num_head"], num_layer=sizes["num_layer"],
+                         projector_dim=golden["projector_dim"])
+    assert (config.t_input_size, config.s_input_size) == (sizes["t_input_size"], sizes["s_input_size"])
+    return config
+
+
 def golden_model(golden, device):
-    model = UmURL(**golden["model_config"], projector_dim=golden["projector_dim"])
+    model = UmURL(golden_config(golden))
     model.load_state_dict({k.removeprefix("module."): v for k, v in golden["init_state_dict"].items()})
     return model.to(device)
 

@@ -1,14 +1,16 @@
 """Model structure: token layouts, modalities, subsets of modalities, other topologies, sizes."""
 import itertools
+import json
+from dataclasses import replace
 
 import pytest
 import torch
 
 import skeleton
-from umurl import (DEFAULT_SIZES, MODALITIES, DownstreamModel, UmURL, UmURLEncoder, count_parameters,
-                   spatial_tokens, temporal_tokens)
+from umurl import (MODALITIES, DownstreamModel, UmURL, UmURLConfig, UmURLEncoder, count_parameters, spatial_tokens,
+                   temporal_tokens)
 
-TINY = dict(t_input_size=150, s_input_size=192, hidden_size=16, num_head=2, num_layer=1)
+TINY = UmURLConfig(hidden_size=16, num_head=2, num_layer=1, projector_dim=64)
 
 
 def numbered_batch(n=2, c=3, t=64, v=25, m=2):
@@ -71,7 +73,7 @@ def test_msr_topology_is_a_tree_rooted_at_the_neck():
 @pytest.mark.parametrize("subset", [s for r in (1, 2, 3) for s in itertools.combinations(MODALITIES, r)])
 def test_encoder_accepts_every_non_empty_subset(subset):
     torch.manual_seed(0)
-    encoder = UmURLEncoder(**TINY).eval()
+    encoder = UmURLEncoder(TINY).eval()
     x = random_batch()
     y = encoder(x, subset)
     assert y.shape == (4, 32) and torch.isfinite(y).all()
@@ -81,7 +83,7 @@ def test_encoder_accepts_every_non_empty_subset(subset):
 
 def test_single_modality_skips_fusion_and_several_are_fused():
     torch.manual_seed(0)
-    encoder = UmURLEncoder(**TINY).eval()
+    encoder = UmURLEncoder(TINY).eval()
     x = random_batch()
     bone = skeleton.joint_to_bone(x, encoder.parents)
     assert torch.equal(encoder(x, ("bone",)), encoder.ma_encoder(*encoder.b_emb(bone)))
@@ -94,12 +96,12 @@ def test_single_modality_skips_fusion_and_several_are_fused():
 @pytest.mark.parametrize("bad", [(), ("rgb",), ("joint", "depth")])
 def test_encoder_rejects_unknown_or_empty_modalities(bad):
     with pytest.raises(ValueError, match="non-empty subset"):
-        UmURLEncoder(**TINY)(random_batch(), bad)
+        UmURLEncoder(TINY)(random_batch(), bad)
 
 
 def test_pretraining_gradients_reach_every_parameter():
     torch.manual_seed(0)
-    model = UmURL(**TINY, projector_dim=64)
+    model = UmURL(TINY)
     views = [random_batch(seed=s) for s in range(4)]
     from umurl import umurl_loss
 
@@ -111,24 +113,71 @@ def test_pretraining_gradients_reach_every_parameter():
 
 def test_downstream_model_uses_the_fused_feature_and_a_small_linear_head():
     torch.manual_seed(0)
-    model = DownstreamModel(num_classes=60, **{**TINY, "hidden_size": 256}).eval()
+    model = DownstreamModel(replace(TINY, hidden_size=256), num_classes=60).eval()
     x = random_batch()
     assert model(x).shape == (4, 60)
     assert torch.equal(model.features(x), model.backbone(x))
     assert model.fc.weight.std().item() == pytest.approx(0.01, rel=0.1)
     assert not model.fc.bias.any()
-    assert DownstreamModel(5, **TINY, modalities=("motion",)).modalities == ("motion",)
+    assert DownstreamModel(TINY, 5, modalities=("motion",)).modalities == ("motion",)
 
 
 def test_other_topologies_need_only_their_table_and_sizes():
     msr = skeleton.MSR_20
-    sizes = dict(TINY, t_input_size=1 * msr.num_joints * 3, s_input_size=64 * 3)
-    model = UmURL(**sizes, projector_dim=32, parents=msr.parents)
+    config = replace(TINY, layout=msr.name, parents=msr.parents, num_joints=msr.num_joints, num_persons=1,
+                     projector_dim=32)
+    assert (config.t_input_size, config.s_input_size) == (1 * 20 * 3, 64 * 3)
+    model = UmURL(config)
     z = model(*[random_batch(n=4, v=20, m=1, seed=s) for s in range(4)])
     assert all(value.shape == (4, 32) for value in z.values())
 
 
 def test_parameter_counts_at_default_sizes():
-    model = UmURL(**DEFAULT_SIZES)
+    model = UmURL(UmURLConfig())
     assert round(count_parameters(model) / 1e6, 2) == 72.45
     assert round(count_parameters(model.backbone) / 1e6, 2) == 22.07
+
+
+# ---------------------------------------------------------------------------------------------
+# The configuration as data
+
+
+def test_the_default_configuration_is_the_released_model():
+    config = UmURLConfig()
+    assert (config.layout, config.num_joints, config.num_persons, config.num_coords, config.num_frames) == \
+        ("ntu25", 25, 2, 3, 64)
+    assert (config.t_input_size, config.s_input_size) == (150, 192)  # M*V*C and T*C
+    assert (config.hidden_size, config.num_head, config.num_layer, config.projector_dim) == (1024, 1, 1, 4096)
+    assert config.parents == skeleton.NTU_25.parents
+
+
+def test_input_widths_follow_the_coordinates():
+    planar = replace(UmURLConfig(), num_coords=2)  # 2D keypoints
+    assert (planar.t_input_size, planar.s_input_size) == (100, 128)
+    model = UmURLEncoder(replace(planar, hidden_size=16)).eval()
+    assert model(torch.randn(2, 2, 64, 25, 2)).shape == (2, 32)
+
+
+def test_the_configuration_round_trips_through_json():
+    config = replace(TINY, layout="msr20", parents=skeleton.MSR_20.parents, num_joints=20, num_persons=1)
+    record = json.loads(json.dumps(config.to_dict()))
+    assert isinstance(record["parents"], list)
+    assert UmURLConfig.from_dict(record) == config
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: r.update(colour="red"), r"unknown keys \['colour'\] \(expected exactly layout, parents, "),
+    (lambda r: r.pop("num_layer"), r"model config: missing keys \['num_layer'\] \(expected"),
+    (lambda r: r.update(hidden_size=15), "hidden_size must be even and a multiple of num_head"),
+    (lambda r: r.update(num_head="1"), "num_head must be a positive integer, got '1'"),
+    (lambda r: r.update(num_coords=4), "num_coords must be 2 or 3, got 4"),
+    (lambda r: r.update(num_frames=500), "num_frames must be at most 200"),
+    (lambda r: r.update(num_joints=24), "parents must name one joint in 0..23 for each of the 24 joints"),
+    (lambda r: r.update(parents="abc"), "parents must be a list of joint indices"),
+])
+def test_a_bad_configuration_is_one_line_naming_the_key(change, message):
+    record = UmURLConfig().to_dict()
+    change(record)
+    with pytest.raises(ValueError, match=message) as error:
+        UmURLConfig.from_dict(record)
+    assert "\n" not in str(error.value) and str(error.value).startswith("model config: ")

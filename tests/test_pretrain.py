@@ -13,7 +13,7 @@ import pretrain
 from checkpoint import load_encoder_weights, read_checkpoint
 from dataset import write_split
 from options.pretrain import build_parser
-from umurl import DownstreamModel, LossWeights
+from umurl import DownstreamModel, LossWeights, UmURLConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--hidden-size", "16", "--projector-dim", "32", "--pre-dataset", "demo", "--device", "cpu"]
@@ -143,9 +143,9 @@ def test_checkpoints_follow_the_released_schedule_and_load_downstream(data_root,
     assert names == ["checkpoint_0000.pth.tar", "checkpoint_0002.pth.tar", "checkpoint_0004.pth.tar",
                      "checkpoint_last.pth.tar"]
     last = read_checkpoint(run_dir / "checkpoint_last.pth.tar")
-    assert {"epoch", "state_dict", "optimizer", "scaler", "rng_states", "config"} <= set(last)
+    assert {"epoch", "state_dict", "optimizer", "scaler", "rng_states", "config", "model_config"} <= set(last)
     assert last["epoch"] == 5 and last["config"]["epochs"] == 5
-    model = DownstreamModel(4, t_input_size=150, s_input_size=192, hidden_size=16, num_head=1, num_layer=1)
+    model = DownstreamModel(UmURLConfig(hidden_size=16), 4)
     report = load_encoder_weights(model, run_dir / "checkpoint_0004.pth.tar")
     assert report["missing"] == ["fc.bias", "fc.weight"]
     key = "backbone.j_emb.t_embedding.0.weight"

@@ -1,5 +1,6 @@
 """benchmarks/real_data.py: the --quick run end to end on the real MSR Action3D files, and its refusals."""
 import json
+from argparse import Namespace
 import subprocess
 import sys
 from pathlib import Path
@@ -7,11 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import utils
+import evaluation
 from benchmarks import real_data
 from checkpoint import read_checkpoint
 from data_gen.msr_gendata import gendata
-from options.common import model_sizes
 from options.protocols import get_protocol
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,9 +133,11 @@ def test_the_random_encoder_is_the_initialisation_pretraining_starts_from(tmp_pa
     state = read_checkpoint(checkpoint)["state_dict"]
     pretrained = {key.removeprefix("backbone."): value for key, value in state.items() if key.startswith("backbone.")}
 
-    utils.seed_everything(seed)  # as action_recognition.py and action_retrieval.py do before building it
-    sizes = model_sizes(args, get_protocol("msr", "cross_subject"))
-    random_model, _ = utils.load_downstream_model(20, sizes, real_data.INPUTS["fused"], None)
+    # Built as the evaluation scripts build it (evaluation.load_encoder seeds with --seed first).
+    flags = Namespace(seed=seed, pretrained=None, modalities=real_data.INPUTS["fused"], hidden_size=args.hidden_size,
+                      num_head=args.num_head, num_layer=args.num_layer)
+    data = evaluation.Splits(get_protocol("msr", "cross_subject"), None, None, num_classes=20)
+    random_model, _ = evaluation.load_encoder(flags, data, torch.device("cpu"))
     random_weights = random_model.backbone.state_dict()
     assert pretrained.keys() == random_weights.keys()
     for key, value in random_weights.items():

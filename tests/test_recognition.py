@@ -10,13 +10,14 @@ from test_pretrain import make_demo_data
 import action_recognition
 import pretrain
 import utils
-from checkpoint import CheckpointError, read_checkpoint
+from checkpoint import CheckpointMismatch, read_checkpoint
 from dataset import write_split
 from options.downstream import build_recognition_parser, build_retrieval_parser, build_tsne_parser
 from options.pretrain import build_parser as build_pretrain_parser
-from umurl import DownstreamModel
+from umurl import DownstreamModel, UmURLConfig
 
-TINY = ["--hidden-size", "16", "--device", "cpu", "--workers", "0"]
+# No size flags: the encoder's sizes come from the checkpoint (its model_config, hidden size 16).
+TINY = ["--device", "cpu", "--workers", "0"]
 RESULT = re.compile(r"^RESULT (\w+) best_top1=(\d+\.\d\d) best_top5=(\d+\.\d\d) best_epoch=(\d+) "
                     r"final_top1=(\d+\.\d\d) final_top5=(\d+\.\d\d) "
                     r"dataset=(\w+) protocol=(\w+) modalities=([\w+]+) label_fraction=([\d.]+)$")
@@ -90,7 +91,7 @@ def test_linear_probe_leaves_every_encoder_tensor_bitwise_unchanged(data_root, p
 
 
 def test_sanity_check_names_any_changed_encoder_tensor():
-    model = DownstreamModel(4, t_input_size=150, s_input_size=192, hidden_size=16, num_head=1, num_layer=1)
+    model = DownstreamModel(UmURLConfig(hidden_size=16), 4)
     snapshot = action_recognition.encoder_snapshot(model)
     action_recognition.check_encoder_unchanged(model, snapshot)
     with torch.no_grad():
@@ -160,18 +161,45 @@ def test_released_layout_checkpoint_and_a_modality_subset(data_root, pretrained,
     released = tmp_path / "released.pth.tar"
     torch.save({"epoch": 1, "state_dict": {"module." + k: v for k, v in checkpoint["state_dict"].items()}}, released)
     ours = action_recognition.main(probe_args(data_root, tmp_path / "a", pretrained, "--epochs", "2"))
-    theirs = action_recognition.main(probe_args(data_root, tmp_path / "b", released, "--epochs", "2"))
+    # A released checkpoint records no sizes: they come from the flags (or the released defaults).
+    theirs = action_recognition.main(probe_args(data_root, tmp_path / "b", released, "--epochs", "2",
+                                                "--hidden-size", "16"))
     assert (ours["final_top1"], ours["final_top5"]) == (theirs["final_top1"], theirs["final_top5"])
     two = action_recognition.main(probe_args(data_root, tmp_path / "c", released, "--epochs", "2",
-                                             "--modalities", "bone", "joint"))
+                                             "--modalities", "bone", "joint", "--hidden-size", "16"))
     assert two["modalities"] == ["joint", "bone"]  # canonical order
     assert "modalities=joint+bone" in capsys.readouterr().out.strip().splitlines()[-1]
 
 
-def test_wrong_size_checkpoint_is_refused_naming_keys_and_sizes(data_root, pretrained, tmp_path):
-    args = probe_args(data_root, tmp_path / "run", pretrained, "--hidden-size", "8")
-    expected = r"(?s)wrong shape backbone\.j_emb\.t_embedding\.0\.weight.*hidden_size=8"
-    with pytest.raises(CheckpointError, match=expected):
+def test_our_checkpoint_is_evaluated_with_the_sizes_it_records(data_root, pretrained, tmp_path):
+    assert read_checkpoint(pretrained)["model_config"] == UmURLConfig(hidden_size=16, projector_dim=32).to_dict()
+    run_dir = tmp_path / "run"
+    action_recognition.main(probe_args(data_root, run_dir, pretrained, "--epochs", "1"))  # no size flags
+    config = json.loads((run_dir / "config.json").read_text())["config"]
+    assert config["hidden_size"] is None and config["model_config"]["hidden_size"] == 16
+    assert read_checkpoint(run_dir / "model_final.pth.tar")["model_config"] == config["model_config"]
+    # A flag that agrees with the checkpoint is accepted.
+    action_recognition.main(probe_args(data_root, tmp_path / "agrees", pretrained, "--epochs", "1",
+                                       "--hidden-size", "16", "--num-layer", "1"))
+
+
+def test_a_size_flag_contradicting_the_checkpoint_is_refused_naming_both_values(data_root, pretrained, tmp_path):
+    args = probe_args(data_root, tmp_path / "run", pretrained, "--hidden-size", "8", "--num-head", "2")
+    with pytest.raises(SystemExit) as error:
+        action_recognition.main(args)
+    message = str(error.value)
+    assert message.startswith("--hidden-size 8 (the checkpoint's hidden_size is 16); --num-head 2 (the checkpoint's "
+                              "num_head is 1): ") and str(pretrained) in message and "\n" not in message
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_released_checkpoint_of_another_size_is_refused_naming_keys_and_sizes(data_root, pretrained, tmp_path):
+    released = tmp_path / "released.pth.tar"
+    torch.save({"state_dict": {"module." + k: v for k, v in read_checkpoint(pretrained)["state_dict"].items()}},
+               released)
+    args = probe_args(data_root, tmp_path / "run", released, "--hidden-size", "8")
+    expected = r"(?s)wrong shape backbone\.j_emb\.t_embedding\.0\.weight.*records no model_config.*hidden_size=8"
+    with pytest.raises(CheckpointMismatch, match=expected):
         action_recognition.main(args)
 
 
@@ -190,11 +218,15 @@ def test_transfer_probes_another_dataset_and_refuses_another_skeleton(pretrained
                                                  dataset="pku2"))
     assert results["dataset"] == "pku2"
     assert "dataset=pku2" in capsys.readouterr().out.strip().splitlines()[-1]
-    # MSR Action3D (20 joints, 1 person): temporal tokens are 60 wide, not 150.
+    # MSR Action3D (20 joints, 1 person): refused from the checkpoint's model_config, in one line.
     write_split_pair(tmp_path / "data" / "MSR-Action3D" / "xsub", 20, 1, num_classes=20)
-    with pytest.raises(CheckpointError, match=r"(?s)wrong shape backbone\.j_emb\.t_embedding\.0\.weight.*"
-                                              r"t_input_size=60"):
+    with pytest.raises(CheckpointMismatch) as error:
         action_recognition.main(probe_args(tmp_path / "data", tmp_path / "msr", pretrained, dataset="msr"))
+    assert str(error.value) == (
+        f"{pretrained}: pretrained on ntu25 skeletons (25 joints, 2 persons, 3 coordinates, 64-frame views), but msr "
+        f"cross_subject holds msr20 skeletons (20 joints, 1 person, 3 coordinates, 64-frame views): an encoder "
+        f"transfers only between datasets of the same skeleton layout")
+    assert not (tmp_path / "msr").exists()
 
 
 def test_multi_process_launch_is_refused(data_root, tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+from argparse import Namespace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,10 @@ import pytest
 from command_resolver import resolve_command
 from data_gen import ntu_gendata
 from data_gen.synthetic import generate
+from options.common import model_config, size_flags
+from options.protocols import get_protocol
 from safe_io import load_labels
+from umurl import UmURLConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 RESOLVER = Path(__file__).resolve().parent / "command_resolver.py"
@@ -120,6 +124,9 @@ def test_evaluation_scripts_evaluate_the_last_checkpoint_of_the_run_folder_as_re
                      "momentum": 0.9}
     assert resolved["finetune"] is False
     assert resolved["checkpoint_path"] == f"checkpoints/{name}/linear_{dataset}_{protocol}"
+    # No size flags: a released checkpoint records no model_config, so the encoder is the released model.
+    assert size_flags(Namespace(**resolved)) == {}
+    assert model_config(get_protocol(dataset, protocol), **size_flags(Namespace(**resolved))) == UmURLConfig()
 
     code, [record], stderr = released_checkout("bash", "script_action_retrieval.sh", *words)
     assert code == 0, stderr

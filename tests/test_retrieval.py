@@ -9,9 +9,10 @@ from sklearn.neighbors import KNeighborsClassifier
 from test_pretrain import make_demo_data
 
 import action_retrieval
-import utils
+import evaluation
 from dataset import build_downstream_datasets
 from options.downstream import build_retrieval_parser
+from umurl import DownstreamModel, UmURLConfig
 
 
 def unit_vectors(degrees):
@@ -74,11 +75,10 @@ def test_script_matches_sklearn_on_the_encoder_features_and_prints_the_result_li
 
     # The same (randomly initialised, seed 2) uni-modal encoder, features through sklearn.
     torch.manual_seed(2)
-    model, _ = utils.load_downstream_model(4, dict(t_input_size=150, s_input_size=192, hidden_size=16, num_head=1,
-                                                   num_layer=1), ["motion"], None)
+    model = DownstreamModel(UmURLConfig(hidden_size=16), 4, ["motion"])
     train, val = build_downstream_datasets(data_root, "demo", "cross_subject")
     device = torch.device("cpu")
-    (xt, yt), (xv, yv) = (utils.extract_features(model, split, 8, 0, device, None) for split in (train, val))
+    (xt, yt), (xv, yv) = (evaluation.extract_features(model, split, 8, 0, device, None) for split in (train, val))
     predicted = KNeighborsClassifier(n_neighbors=3, metric="cosine").fit(xt.numpy(), yt.numpy()).predict(xv.numpy())
     assert results["top1"] == pytest.approx(100.0 * np.mean(predicted == yv.numpy()))
 
