@@ -185,14 +185,14 @@ def layout_from_dict(record, source="layout"):
 def read_layout(path):
     """A layout file (JSON, format in layouts/README.md) -> SkeletonLayout. A name without a folder or
     suffix (e.g. 'coco17') is one of the shipped layouts in layouts/."""
-    path = Path(path)
+    given = path = Path(path)
     if path.suffix != ".json" and path.parent == Path(".") and not path.exists():
         path = LAYOUTS_DIR / f"{path}.json"
     try:
         record = json.loads(path.read_text())
     except FileNotFoundError:
         shipped = ", ".join(sorted(p.stem for p in LAYOUTS_DIR.glob("*.json")))
-        raise LayoutError(f"{path}: no such layout file (shipped layouts: {shipped})") from None
+        raise LayoutError(f"{given}: no such layout file, nor a shipped layout ({shipped})") from None
     except (OSError, UnicodeDecodeError, ValueError) as error:
         raise LayoutError(f"{path}: not a readable JSON layout file ({error})") from None
     return layout_from_dict(record, str(path))

@@ -178,13 +178,14 @@ def fit_length(seq, max_frames):
     return out, num_frames
 
 
-def normalized_batch(sequences, max_frames, topology, num_persons):
+def normalized_batch(sequences, max_frames, topology, num_persons, num_coords=3):
     """Sequences (C, T_i, V, M) -> (data (N, C, max_frames, V, M) float32 normalised, [num_frame, ...]).
 
     Each sequence is fitted to `max_frames` (`fit_length`), then the batch gets the released
-    normalisation (data_gen/normalize.py) for the skeleton `topology`.
+    normalisation (data_gen/normalize.py) for the skeleton `topology`. C is `num_coords`: 3 (xyz),
+    or 2 for image keypoints.
     """
-    data = np.zeros((len(sequences), 3, max_frames, topology.num_joints, num_persons), np.float32)
+    data = np.zeros((len(sequences), num_coords, max_frames, topology.num_joints, num_persons), np.float32)
     num_frames = []
     for i, seq in enumerate(sequences):
         data[i], frames = fit_length(seq, max_frames)

@@ -79,7 +79,7 @@ def test_missing_keys_and_unreadable_files(tmp_path):
     path.write_text("{not json")
     with pytest.raises(LayoutError, match="broken.json: not a readable JSON layout file"):
         read_layout(path)
-    with pytest.raises(LayoutError, match="no such layout file .*coco17"):
+    with pytest.raises(LayoutError, match="no_such_layout: no such layout file, nor a shipped layout .*coco17"):
         read_layout("no_such_layout")
     path.write_text(json.dumps(small(shoulders=None)))
     assert read_layout(path).topology.shoulders is None
