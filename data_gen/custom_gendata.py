@@ -27,7 +27,6 @@ centre and shoulders.
 
 Shape legend: C coordinates, T frames, V joints, M persons, N samples.
 """
-import argparse
 import csv
 import json
 import sys
@@ -40,6 +39,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from data_gen.common import DiskFullError, all_or_nothing, normalized_batch  # noqa: E402
 from options.checks import at_least, checked  # noqa: E402
+from options.parser import ArgumentParser  # noqa: E402
 from skeleton import LAYOUTS_DIR, LayoutError, read_layout  # noqa: E402
 
 FORMAT = "umurl-custom-v1"
@@ -292,7 +292,7 @@ def convert(sequences, labels, layout, out_folder, *, split_by, train_subjects=(
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="Your own skeletons (.npy per sequence or one .npz, a labels CSV, a layout) -> the prepared "
                     "folder that `--pre-dataset custom --data-root FOLDER` reads. Format: README, 'Your own data'.")
     parser.add_argument("--sequences", required=True, type=Path,
@@ -302,16 +302,16 @@ def build_parser():
     parser.add_argument("--layout", required=True,
                         help="a layout JSON file (layouts/README.md) or a shipped layout's name: "
                              + ", ".join(sorted(path.stem for path in LAYOUTS_DIR.glob("*.json"))))
-    parser.add_argument("--out-folder", "--out_folder", required=True, type=Path,
+    parser.add_argument("--out-folder", required=True, type=Path,
                         help="the prepared folder (the scripts' --data-root for dataset custom)")
-    parser.add_argument("--split-by", "--split_by", default="column", choices=("column", "subject", "lists"),
+    parser.add_argument("--split-by", default="column", choices=("column", "subject", "lists"),
                         help="column: the CSV's split column; subject: --train-subjects train, the rest validate; "
                              "lists: --train-list and --val-list")
-    parser.add_argument("--train-subjects", "--train_subjects", nargs="+", default=(),
+    parser.add_argument("--train-subjects", nargs="+", default=(),
                         help="subject ids (as written in the CSV) of the training split, for --split-by subject")
-    parser.add_argument("--train-list", "--train_list", type=Path, help="names of the training samples, one per line")
-    parser.add_argument("--val-list", "--val_list", type=Path, help="names of the validation samples, one per line")
-    parser.add_argument("--max-frames", "--max_frames", type=int, default=MAX_FRAMES, action=checked(at_least(1)),
+    parser.add_argument("--train-list", type=Path, help="names of the training samples, one per line")
+    parser.add_argument("--val-list", type=Path, help="names of the validation samples, one per line")
+    parser.add_argument("--max-frames", type=int, default=MAX_FRAMES, action=checked(at_least(1)),
                         help="T_max, frames per stored sample (longer sequences are evenly resampled to it)")
     parser.add_argument("--min-crop-length", type=int, default=None, action=checked(at_least(1)),
                         help=f"shortest temporal crop of a pretraining view, stored in metadata.json (default: the "

@@ -24,7 +24,6 @@ Conventions:
 
 Shape legend: C coordinates (xyz), T frames, V joints, M persons, N samples.
 """
-import argparse
 import re
 import sys
 import time
@@ -38,6 +37,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 from data_gen.common import (  # noqa: E402
     DiskFullError, SkeletonFileError, all_or_nothing, normalized_batch, parse_number_table)
 from options.checks import at_least, checked  # noqa: E402
+from options.parser import ArgumentParser  # noqa: E402
 from options.protocols import PARTS, prepared_folder  # noqa: E402
 from skeleton import MSR_20  # noqa: E402
 
@@ -140,7 +140,7 @@ def gendata(data_path, out_folder, sample_list=None, max_frames=MAX_FRAMES):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="MSR Action3D -> NTU-style arrays (cross-subject).")
+    parser = ArgumentParser(description="MSR Action3D -> NTU-style arrays (cross-subject).")
     parser.add_argument("--data_path", required=True,
                         help="folder of aAA_sSS_eEE_skeleton3D.txt files (MSRAction3DSkeletonReal3D)")
     parser.add_argument("--sample_list", default=None,

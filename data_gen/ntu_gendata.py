@@ -37,7 +37,6 @@ disk space before anything is written.
 
 Shape legend: C = 3 coordinates (xyz), T frames, V = 25 joints, M bodies.
 """
-import argparse
 import contextlib
 import functools
 import os
@@ -56,6 +55,7 @@ from data_gen.common import (  # noqa: E402
     MAX_ABS_COORDINATE, DiskFullError, SkeletonFileError, all_or_nothing, fields_per_line, main_bodies,
     normalized_batch, parallel_map)
 from options.checks import at_least, checked  # noqa: E402
+from options.parser import ArgumentParser  # noqa: E402
 from options.protocols import PARTS, prepared_folder, protocols_of  # noqa: E402
 from skeleton import NTU_25  # noqa: E402
 
@@ -504,7 +504,7 @@ def gendata(data_paths, out_folder, dataset, ignored_sample_path=None, workers=1
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data_path", nargs="+", default=None,
                         help="folder(s) of raw *.skeleton files (NTU-120 ships as two downloads: give both); "
                              "default for ntu60/ntu120, as released: <repository>/data/nturgbd_raw[_120]/"

@@ -30,7 +30,6 @@ Conventions:
 
 Shape legend: C coordinates (xyz), T frames, V joints, M persons, N samples.
 """
-import argparse
 import functools
 import re
 import sys
@@ -48,6 +47,7 @@ import console  # noqa: E402
 from data_gen.common import (  # noqa: E402
     DiskFullError, SkeletonFileError, all_or_nothing, normalized_batch, parallel_map, parse_number_table)
 from options.checks import at_least, checked  # noqa: E402
+from options.parser import ArgumentParser  # noqa: E402
 from options.protocols import PARTS, prepared_folder  # noqa: E402
 from skeleton import NTU_25  # noqa: E402
 
@@ -226,7 +226,7 @@ def gendata(skeleton_path, label_path, split_file, out_folder, workers=1, num_cl
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="PKU-MMD phase II -> NTU-style instance arrays (x-sub).")
+    parser = ArgumentParser(description="PKU-MMD phase II -> NTU-style instance arrays (x-sub).")
     parser.add_argument("--skeleton_path", required=True, help="folder of <video>.txt skeleton files")
     parser.add_argument("--label_path", required=True, help="folder of <video>.txt label files")
     parser.add_argument("--split_file", required=True,

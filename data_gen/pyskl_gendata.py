@@ -30,7 +30,6 @@ the entry.
 
 Shape legend: M bodies, T frames, V joints, C coordinates (xyz), N samples.
 """
-import argparse
 import contextlib
 import functools
 import os
@@ -48,6 +47,7 @@ from data_gen.common import (  # noqa: E402
     MAX_ABS_COORDINATE, DiskFullError, SkeletonFileError, all_or_nothing, main_bodies, normalized_batch,
     parallel_map)
 from options.checks import at_least, checked  # noqa: E402
+from options.parser import ArgumentParser  # noqa: E402
 from options.protocols import PARTS, get_protocol, prepared_folder, protocols_of  # noqa: E402
 from safe_io import DataFileError, load_array_pickle  # noqa: E402
 from skeleton import NTU_25  # noqa: E402
@@ -234,7 +234,7 @@ def gendata(annotation_path, out_folder, dataset, workers=1, max_frames=MAX_FRAM
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--annotation_path", required=True,
                         help="PYSKL 3D annotation pickle: ntu60_3danno.pkl or ntu120_3danno.pkl")
     parser.add_argument("--dataset", required=True, choices=DATASETS,

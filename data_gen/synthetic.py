@@ -22,7 +22,6 @@ with the sample index, so both NTU-60 benchmarks (subjects, cameras) and NTU-120
 and val samples. Class recipes depend only on the action number, samples only on (seed, action,
 index): the output is deterministic given the seed.
 """
-import argparse
 import sys
 from pathlib import Path
 
@@ -33,6 +32,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from data_gen.normalize import rotation_matrix  # noqa: E402
 from options.checks import between, checked, seed  # noqa: E402
+from options.parser import ArgumentParser  # noqa: E402
 from skeleton import NTU_25  # noqa: E402
 
 NUM_SETUPS, NUM_CAMERAS, NUM_PERFORMERS = 17, 3, 40  # NTU-60's ranges, so files also count as NTU-60
@@ -233,7 +233,7 @@ def generate(out_folder, num_classes, samples_per_class, seed=0):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Write synthetic NTU RGB+D .skeleton files.")
+    parser = ArgumentParser(description="Write synthetic NTU RGB+D .skeleton files.")
     parser.add_argument("--out_folder", required=True)
     parser.add_argument("--num_classes", type=int, default=10, action=checked(between(1, MAX_CLASSES)),
                         help="actions 1..num_classes")

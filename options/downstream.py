@@ -13,6 +13,7 @@ from pathlib import Path
 
 from options.checks import at_least, checked, fraction, non_negative_finite, positive_finite
 from options.common import HelpFormatter, add_data_args, add_model_args, add_runtime_args
+from options.parser import ArgumentParser
 from options.released import RECOGNITION, RETRIEVAL, add_retired_args
 from umurl import MODALITIES
 
@@ -56,7 +57,7 @@ def _either(name, unit=""):
 
 
 def build_recognition_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="Action recognition with a pretrained UmURL encoder: linear probe (released protocol), "
                     "fine-tuning and semi-supervised fine-tuning. One process, one device.",
         formatter_class=HelpFormatter)
@@ -102,7 +103,7 @@ def resolve_training_settings(args):
 
 
 def build_retrieval_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="kNN action retrieval: each validation sample takes the majority label of its k most "
                     "cosine-similar training samples (L2-normalised features). One process, one device.",
         formatter_class=HelpFormatter)
@@ -119,7 +120,7 @@ def build_retrieval_parser():
 
 
 def build_tsne_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="t-SNE plot (PNG) of the encoder's features for a few randomly chosen classes of one split.",
         formatter_class=HelpFormatter)
     plot = parser.add_argument_group("plot")

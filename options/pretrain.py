@@ -1,6 +1,5 @@
 """Command line of pretrain.py: the released flags and defaults, plus runtime and size options, and the
 settings resolved from them once per run (the global batch, the view configuration, the loss weights)."""
-import argparse
 import dataclasses
 from pathlib import Path
 
@@ -8,13 +7,14 @@ import skeleton
 from feeder.augmentations import RELEASED_VIEW
 from options.checks import at_least, between, checked, non_negative_finite
 from options.common import HelpFormatter, add_data_args, add_model_args, add_runtime_args
+from options.parser import ArgumentParser
 from options.protocols import get_protocol
 from options.released import PRETRAIN, add_retired_args
 from umurl import RELEASED_LOSS_WEIGHTS, LossWeights
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="UmURL self-supervised pretraining. Launch with torchrun for several processes.",
         epilog="exit codes: 0 done; 1 an error, a non-finite loss or state included (nothing non-finite is saved); "
                "2 a bad command line; 75 stopped by SIGTERM or SIGUSR1 after a step, with checkpoint_last.pth.tar "

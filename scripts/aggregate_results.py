@@ -24,7 +24,6 @@ finite number stops the script with one line naming the file; `--skip-bad` warns
 Files found by searching a folder that are not evaluation results (t-SNE runs, the real-data
 benchmark's summary) are skipped with a note; named directly they are an error.
 """
-import argparse
 import glob
 import json
 import math
@@ -37,6 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `import metrics`
 
 from metrics import write_atomic  # noqa: E402
+from options.parser import ArgumentParser  # noqa: E402
 
 RESULTS_NAME = "results.json"
 METRIC_PATTERN = re.compile(r"top\d+$")  # best_top1, final_top5, top1, mean_class_top1, ...
@@ -248,7 +248,7 @@ def table(summaries):
 # ---------------------------------------------------------------------------------------------
 
 def build_parser():
-    parser = argparse.ArgumentParser(description="Mean +- std (sample std, n) of evaluation runs' results.json, "
+    parser = ArgumentParser(description="Mean +- std (sample std, n) of evaluation runs' results.json, "
                                                  "grouped by setting (see the module docstring).")
     parser.add_argument("paths", nargs="+", help="run folders, results.json files, folders searched recursively, "
                                                  "or glob patterns")
