@@ -144,15 +144,6 @@ def all_reduce_with_grad(x):
     return _AllReduceWithGrad.apply(x)
 
 
-def reduce_mean(value):
-    """Average a float or tensor over processes (for logging only: no gradient)."""
-    value = torch.as_tensor(value, dtype=torch.float64).clone()
-    if get_world_size() > 1:
-        dist.all_reduce(value)
-        value /= get_world_size()
-    return value.item()
-
-
 class SyncBatchNorm1d(nn.BatchNorm1d):
     """BatchNorm1d whose training statistics are those of the global batch across processes.
 
