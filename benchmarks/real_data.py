@@ -63,7 +63,7 @@ from data_gen.msr_gendata import gendata  # noqa: E402
 from options.downstream import LINEAR_PROBE, build_recognition_parser, build_retrieval_parser  # noqa: E402
 from options.pretrain import build_parser as build_pretrain_parser  # noqa: E402
 
-DEFAULT_DATA_PATH = ROOT.parent / "shared" / "data" / "msr_action3d"
+DEFAULT_DATA_PATH = ROOT / "data" / "msr_action3d"  # beside the prepared data (pretrain.py --data-root)
 SKELETON_FOLDER = "MSRAction3DSkeletonReal3D"
 SAMPLE_LIST = "files_used_in_cvpr12_paper.txt"
 PROTOCOL = ("--protocol", "cross_subject")  # the dataset itself is --pre-dataset or --finetune-dataset msr
@@ -81,8 +81,9 @@ def build_parser():
                     "of the pretrained and a random-weight encoder on fused, joint, bone and motion input.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--data-path", type=Path, default=DEFAULT_DATA_PATH,
-                        help=f"folder holding {SKELETON_FOLDER}/ and {SAMPLE_LIST}: ../shared/data/msr_action3d "
-                             "beside the repository by default, wherever the command runs from")
+                        help=f"folder holding {SKELETON_FOLDER}/ and {SAMPLE_LIST}, as MSR Action3D is "
+                             "distributed: data/msr_action3d in the repository by default, wherever the command "
+                             "runs from")
     parser.add_argument("--out", type=Path, default=Path("runs/msr_action3d"),
                         help="run folder of the benchmark; must be empty or absent unless --overwrite")
     parser.add_argument("--overwrite", action="store_true",
@@ -137,8 +138,7 @@ def check_data_path(data_path):
     for path in (skeletons, sample_list):
         if not path.exists():
             raise SystemExit(f"error: MSR Action3D not found: {path} does not exist (pass --data-path, the folder "
-                             f"holding {SKELETON_FOLDER}/ and {SAMPLE_LIST}; see ../shared/data/msr_action3d/"
-                             f"SOURCE.md)")
+                             f"holding {SKELETON_FOLDER}/ and {SAMPLE_LIST}, as MSR Action3D is distributed)")
     return skeletons, sample_list
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 from test_msr_gendata import random_sequence, write_msr_file
 from test_pku_gendata import random_video, write_video
-from test_pretrain import make_demo_data
+from conftest import make_demo_data
 
 from checkpoint import MAX_INFLATION, CheckpointError, read_checkpoint, save_atomic
 from data_gen import msr_gendata, ntu_gendata, pku_gendata, synthetic

@@ -5,6 +5,8 @@ import pytest
 
 from benchmarks import run_all
 
+pytestmark = pytest.mark.benchmark
+
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):

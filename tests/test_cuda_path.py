@@ -9,7 +9,6 @@ import functools
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,9 @@ import distributed
 import pretrain
 import utils
 from checkpoint import read_checkpoint
-from test_pretrain import TINY, epoch_losses, make_demo_data, straight_and_resumed, without_zero_gradient_entries
+from options.pretrain import build_parser
+from conftest import TINY_RUN, epoch_losses, make_demo_data, torch_threads, torchrun
+from test_pretrain import straight_and_resumed, without_zero_gradient_entries
 from umurl import UmURL, UmURLConfig, umurl_loss
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,7 +105,7 @@ def test_an_fp16_run_resumed_with_its_scaler_state_ends_bit_identical(restless_s
     assert all(torch.equal(first["state_dict"][k], second["state_dict"][k]) for k in first["state_dict"])
 
 
-def test_two_gloo_processes_under_fp16_take_the_one_process_step(tmp_path):
+def test_two_gloo_processes_under_fp16_take_the_one_process_step(tmp_path, monkeypatch):
     # 8 samples, global batch 8: one step. Two processes take 4 each; the all-gather and the
     # synchronised BatchNorm must make the gradient that of one process taking all 8. Adam's first
     # moment after one step is exactly 0.1 x the unscaled gradient, so it is compared directly.
@@ -112,15 +113,16 @@ def test_two_gloo_processes_under_fp16_take_the_one_process_step(tmp_path):
     # Both must also take the same decision: DDP averages the gradients, so an inf in either process
     # reaches both, and found_inf is the same everywhere.
     root = make_demo_data(tmp_path / "data", num_train=8)
-    common = [*TINY, *FP16, "--data-root", str(root), "--epochs", "1", "--batch-size", "8", "--workers", "0"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    launch = ["tests/fp16_launch.py", str(2.0**10), "--"]
+    common = [*TINY_RUN, *FP16, "--data-root", str(root), "--epochs", "1", "--batch-size", "8", "--workers", "0"]
     single, double = tmp_path / "one", tmp_path / "two"
-    subprocess.run([sys.executable, *launch, *common, "--checkpoint-path", str(single)],
-                   cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
-    launched = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                               *launch, *common, "--checkpoint-path", str(double)],
-                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    # The one-process run in this process (what fp16_launch.py does in the two), on one thread like them.
+    monkeypatch.setattr(torch.amp, "GradScaler", functools.partial(torch.amp.GradScaler, init_scale=2.0**10))
+    with torch_threads(1):
+        pretrain.main(build_parser().parse_args([*common, "--checkpoint-path", str(single)]))
+    launched = subprocess.run(torchrun("tests/fp16_launch.py", str(2.0**10), "--", *common,
+                                       "--checkpoint-path", str(double)),
+                              cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                              timeout=300)
     assert launched.returncode == 0, launched.stderr[-3000:]
     assert "precision float16" in launched.stdout and "synchronised by distributed.SyncBatchNorm1d" in launched.stdout
     config = json.loads((double / "config.json").read_text())["config"]

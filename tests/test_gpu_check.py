@@ -13,6 +13,7 @@ from benchmarks import gpu_check
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.benchmark
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: the script would measure it")
 def test_without_cuda_the_script_says_so_and_exits_0():
     result = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], capture_output=True, text=True,
@@ -23,6 +24,7 @@ def test_without_cuda_the_script_says_so_and_exits_0():
     assert gpu_check.main([]) is None  # the Python part alone too, asked for CUDA
 
 
+@pytest.mark.benchmark
 def test_every_section_runs_on_the_cpu_at_tiny_sizes(tmp_path, capsys):
     results = gpu_check.main(["--device", "cpu", "--quick", "--two-processes", "--json", str(tmp_path / "r.json")])
     printed = capsys.readouterr().out

@@ -9,10 +9,7 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
-import time
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -21,10 +18,10 @@ import torch
 import preemption
 import pretrain
 from checkpoint import read_checkpoint
+from conftest import (ENV, ROOT, SIXTY_FOUR, TIMEOUT, assert_same_training_state, checkpoint_names, descendants,
+                      launched, logged_epochs, pretrain_command, run_to_end, torchrun, two_process_command,
+                      wait_for_progress)
 from options.pretrain import build_parser
-from test_pretrain import make_demo_data
-from test_reliability import (ENV, PROGRESS, ROOT, TIMEOUT, assert_same_training_state, checkpoint_names,
-                              descendants, kill_tree, launched, logged_epochs, pretrain_command, torchrun)
 
 LOGGED = ("epoch", "lr", "loss", "intra", "inter", "reg", "samples")  # a log line's fields that are not timings
 
@@ -46,34 +43,24 @@ def assert_same_run(reference, run_dir):
     assert log_records(run_dir) == log_records(reference)
 
 
-def wait_for_progress(process, log, accept):
-    """Poll a run's progress bars until accept(epoch, steps done, steps per epoch) holds; return that epoch."""
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        assert process.poll() is None, f"the run ended first:\n{Path(log).read_text(errors='replace')[-3000:]}"
-        assert time.monotonic() < deadline, "no progress seen"
-        progress = PROGRESS.findall(Path(log).read_bytes())
-        if progress and accept(*map(int, progress[-1])):
-            return int(progress[-1][0])
-        time.sleep(0.02)
-
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def data_16(tmp_path_factory):
-    return make_demo_data(tmp_path_factory.mktemp("data16"))
-
-
-@pytest.fixture(scope="module")
-def data_64(tmp_path_factory):
-    """64 samples: in batches of 2 an epoch takes 32 steps, long enough to signal a run inside one."""
-    return make_demo_data(tmp_path_factory.mktemp("data64"), num_train=64)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # A stop signal at a known step
+
+
+@pytest.fixture(scope="module")
+def straight_16(demo_data_16, tmp_path_factory):
+    """Uninterrupted runs on the 16 samples, by their flags; each is run once for the module."""
+    runs = {}
+
+    def run_dir(*flags):
+        if flags not in runs:
+            runs[flags] = tmp_path_factory.mktemp("straight16")
+            pretrain.main(parse(pretrain_command(demo_data_16, runs[flags], *flags)))
+        return runs[flags]
+    return run_dir
 
 
 @pytest.mark.parametrize("extra, number, at_step, position, resumes_at", [
@@ -82,12 +69,11 @@ def data_64(tmp_path_factory):
     ([], signal.SIGTERM, 2, "end of epoch 0", "epoch 1"),
 ], ids=["views in loader workers", "views on the device", "in the last step of an epoch"])
 def test_a_stop_signal_checkpoints_after_the_step_and_the_same_command_ends_bit_identical(
-        data_16, tmp_path, monkeypatch, capsys, extra, number, at_step, position, resumes_at):
+        demo_data_16, straight_16, tmp_path, monkeypatch, capsys, extra, number, at_step, position, resumes_at):
     # 16 samples in batches of 6: steps of 6, 6 and 4. The signal arrives during the at_step-th step of the run
     # (counted from 0: 4 is step 1 of epoch 1, 2 the last step of epoch 0).
     flags = ["--epochs", "2", "--batch-size", "6", "--workers", "2", "--seed", "7", *extra]
-    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
-    pretrain.main(parse(pretrain_command(data_16, straight, *flags)))
+    straight, stopped = straight_16(*flags), tmp_path / "stopped"
 
     real_loss, steps = pretrain.umurl_loss, []
 
@@ -100,7 +86,7 @@ def test_a_stop_signal_checkpoints_after_the_step_and_the_same_command_ends_bit_
     monkeypatch.setattr(pretrain, "umurl_loss", loss_and_signal)
     capsys.readouterr()
     with pytest.raises(SystemExit) as stop:
-        pretrain.main(parse(pretrain_command(data_16, stopped, *flags)))
+        pretrain.main(parse(pretrain_command(demo_data_16, stopped, *flags)))
     output = capsys.readouterr().out
     assert stop.value.code == preemption.EXIT_CODE == 75
     assert len(steps) == at_step + 1, "steps were taken after the signal"
@@ -110,7 +96,7 @@ def test_a_stop_signal_checkpoints_after_the_step_and_the_same_command_ends_bit_
     assert signal.getsignal(number) is signal.SIG_DFL  # the handlers are put back
 
     monkeypatch.undo()
-    pretrain.main(parse(pretrain_command(data_16, stopped, *flags)))  # the same command again
+    pretrain.main(parse(pretrain_command(demo_data_16, stopped, *flags)))  # the same command again
     assert f"resumed from {last}: continuing at {resumes_at}\n" in capsys.readouterr().out
     assert_same_run(straight, stopped)
 
@@ -119,23 +105,12 @@ def test_a_stop_signal_checkpoints_after_the_step_and_the_same_command_ends_bit_
 # Signals from outside
 
 
-SIXTY_FOUR = ["--epochs", "2", "--batch-size", "2", "--workers", "2", "--seed", "13"]
-
-
-@pytest.fixture(scope="module")
-def straight_64(data_64, tmp_path_factory):
-    """An uninterrupted SIXTY_FOUR run, the reference of the runs signalled from outside."""
-    run_dir = tmp_path_factory.mktemp("straight64")
-    pretrain.main(parse(pretrain_command(data_64, run_dir, *SIXTY_FOUR)))
-    return run_dir
-
-
 def test_sigterm_to_every_process_of_a_run_stops_it_inside_the_epoch_and_the_rerun_ends_bit_identical(
-        data_64, straight_64, tmp_path):
+        demo_data_64, straight_64, tmp_path):
     """As SLURM preempts: SIGTERM to the run's whole process group, its two DataLoader workers included (they
     must not die of it). Before, the run died of the signal (exit -15) and its epoch was trained again."""
     run_dir = tmp_path / "run"
-    command = pretrain_command(data_64, run_dir, *SIXTY_FOUR)
+    command = pretrain_command(demo_data_64, run_dir, *SIXTY_FOUR)
     with launched(command, tmp_path / "a.log") as victim:
         wait_for_progress(victim, tmp_path / "a.log", lambda epoch, done, total: 1 <= done <= total // 2)
         workers = descendants(victim.pid)
@@ -155,18 +130,6 @@ def test_sigterm_to_every_process_of_a_run_stops_it_inside_the_epoch_and_the_rer
     assert_same_run(straight_64, run_dir)
 
 
-def run_to_end(command, log, env=None):
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=env or ENV, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    try:
-        return process.wait(timeout=TIMEOUT), Path(log).read_text(errors="replace")
-    finally:
-        if process.poll() is None:
-            kill_tree(process.pid)
-            process.wait(timeout=30)
-
-
 def worker_of_rank(torchrun_pid, rank):
     """The torchrun worker process of `rank` (its child whose environment says RANK=rank)."""
     for pid in descendants(torchrun_pid):
@@ -181,36 +144,28 @@ def worker_of_rank(torchrun_pid, rank):
 
 
 def test_under_torchrun_a_signal_to_one_process_stops_every_process_and_the_restart_continues_from_the_folder(
-        data_64, tmp_path):
+        demo_data_64, two_process_seed, straight_two_processes, tmp_path):
     """Two Gloo processes seeded with --resume; SIGUSR1 reaches rank 1 only. Both stop after the same step (an
     all_reduce of the flag) with one checkpoint; the same command, --resume included, then continues from the
     run folder's checkpoint inside the epoch (before: from --resume again) and ends as an uninterrupted job."""
-    flags = ["--batch-size", "4", "--workers", "0", "--seed", "5"]
-    seed = tmp_path / "seed"
-    pretrain.main(parse(pretrain_command(data_64, seed, *flags, "--epochs", "1")))
-    seeded = [*flags, "--epochs", "2", "--resume", str(seed / pretrain.LAST_CHECKPOINT)]
-    straight, job = tmp_path / "straight", tmp_path / "job"
-    with ExitStack() as stack:  # both jobs at once: most of their time is start-up
-        reference = stack.enter_context(launched(torchrun(*pretrain_command(data_64, straight, *seeded)[1:]),
-                                                 tmp_path / "straight.log"))
-        stopped = stack.enter_context(launched(torchrun(*pretrain_command(data_64, job, *seeded)[1:]),
-                                               tmp_path / "job.log"))
-        wait_for_progress(stopped, tmp_path / "job.log", lambda epoch, done, total: epoch == 1 and 1 <= done <= 8)
+    job = tmp_path / "job"
+    command = torchrun("pretrain.py", *two_process_command(demo_data_64, two_process_seed, job, "--workers", "0"))
+    with launched(command, tmp_path / "job.log") as stopped:
+        wait_for_progress(stopped, tmp_path / "job.log", lambda epoch, done, total: epoch == 1 and 1 <= done <= 4)
         os.kill(worker_of_rank(stopped.pid, 1), signal.SIGUSR1)
         assert stopped.wait(timeout=TIMEOUT) != 0  # torchrun reports its workers' exit code 75 as a failure
-        assert reference.wait(timeout=TIMEOUT) == 0, (tmp_path / "straight.log").read_text(errors="replace")[-3000:]
     output = (tmp_path / "job.log").read_text(errors="replace")
     assert re.search(r"exitcode\s*:\s*75", output), output[-3000:]
     saved = read_checkpoint(job / pretrain.LAST_CHECKPOINT)
     steps = saved["progress"]["steps"]
-    assert saved["epoch"] == 1 and 1 <= steps < 16
+    assert saved["epoch"] == 1 and 1 <= steps < 8
     assert f"stopped on a signal to another process: {job / pretrain.LAST_CHECKPOINT} (epoch 1, step {steps})" \
         in output  # rank 0 prints, and rank 0 never received the signal
 
-    returncode, output = run_to_end(torchrun(*pretrain_command(data_64, job, *seeded)[1:]), tmp_path / "again.log")
+    returncode, output = run_to_end(command, tmp_path / "again.log")
     assert returncode == 0, output[-3000:]
-    assert f"resumed from {job / pretrain.LAST_CHECKPOINT}: continuing at epoch 1, step {steps} of 16" in output
-    assert_same_run(straight, job)
+    assert f"resumed from {job / pretrain.LAST_CHECKPOINT}: continuing at epoch 1, step {steps} of 8" in output
+    assert_same_run(straight_two_processes, job)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -252,23 +207,16 @@ def test_the_sbatch_header_asks_for_the_warning_signal_and_requeueing():
 
 
 def test_the_sbatch_template_forwards_the_warning_signal_requeues_and_the_requeued_job_ends_bit_identical(
-        data_64, straight_64, tmp_path, slurm):
+        demo_data_64, straight_64, tmp_path, slurm):
     env, calls = slurm
     run_dir = tmp_path / "run"
-    flags = pretrain_command(data_64, run_dir, *SIXTY_FOUR)[2:]
+    flags = pretrain_command(demo_data_64, run_dir, *SIXTY_FOUR)[2:]
     command = ["bash", str(SBATCH), "demo", "cross_subject", *flags]
     log = tmp_path / "job.log"
-    with open(log, "wb") as out:
-        job = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
-                               start_new_session=True)
-    try:
+    with launched(command, log, env, cwd=tmp_path) as job:
         wait_for_progress(job, log, lambda epoch, done, total: 1 <= done <= total // 2)
         os.kill(job.pid, signal.SIGUSR1)  # --signal=B:USR1: the batch shell only
         assert job.wait(timeout=TIMEOUT) == preemption.EXIT_CODE, log.read_text(errors="replace")[-3000:]
-    finally:
-        if job.poll() is None:
-            kill_tree(job.pid)
-            job.wait(timeout=30)
     output = log.read_text(errors="replace")
     assert "SIGUSR1 (time limit near): asking pretraining to checkpoint and stop; job 4242 will be requeued" in output
     assert f"stopped on SIGUSR1: {run_dir / pretrain.LAST_CHECKPOINT}" in output
@@ -302,7 +250,7 @@ def test_the_sbatch_template_forwards_the_warning_signal_requeues_and_the_requeu
 
 
 def test_a_non_finite_state_at_an_epoch_end_is_never_saved_and_the_message_names_the_good_checkpoint(
-        data_16, tmp_path, monkeypatch, capsys):
+        demo_data_16, tmp_path, monkeypatch, capsys):
     """NaN weights after the last step of epoch 1 (of 3). Before, they were written over checkpoint_last and
     checkpoint_0001 while the message claimed the last checkpoint intact; every restart then stopped at once."""
     run_dir = tmp_path / "run"
@@ -318,7 +266,7 @@ def test_a_non_finite_state_at_an_epoch_end_is_never_saved_and_the_message_names
 
     monkeypatch.setattr(pretrain, "train_one_epoch", blows_up_in_epoch_one)
     with pytest.raises(SystemExit) as stop:
-        pretrain.main(parse(pretrain_command(data_16, run_dir, *flags)))
+        pretrain.main(parse(pretrain_command(demo_data_16, run_dir, *flags)))
     assert stop.value.code == 1
     last = run_dir / pretrain.LAST_CHECKPOINT
     message = capsys.readouterr().out.splitlines()[-1]
@@ -329,18 +277,18 @@ def test_a_non_finite_state_at_an_epoch_end_is_never_saved_and_the_message_names
     assert saved["epoch"] == 1 and all(torch.isfinite(t).all() for t in saved["state_dict"].values())
 
     monkeypatch.undo()
-    pretrain.main(parse(pretrain_command(data_16, run_dir, *flags)))  # a restart from the good state goes on
+    pretrain.main(parse(pretrain_command(demo_data_16, run_dir, *flags)))  # a restart from the good state goes on
     assert logged_epochs(run_dir) == [0, 1, 2]
 
 
-def test_a_non_finite_loss_names_the_latest_good_checkpoint(data_16, tmp_path, monkeypatch, capsys):
+def test_a_non_finite_loss_names_the_latest_good_checkpoint(demo_data_16, tmp_path, monkeypatch, capsys):
     seed, run_dir = tmp_path / "seed", tmp_path / "run"
     flags = ["--batch-size", "8", "--workers", "0", "--seed", "3"]
-    pretrain.main(parse(pretrain_command(data_16, seed, *flags, "--epochs", "1")))
+    pretrain.main(parse(pretrain_command(demo_data_16, seed, *flags, "--epochs", "1")))
     real_loss = pretrain.umurl_loss
     monkeypatch.setattr(pretrain, "umurl_loss", lambda z, *w: (real_loss(z)[0] * float("nan"), real_loss(z)[1]))
     with pytest.raises(SystemExit):
-        pretrain.main(parse(pretrain_command(data_16, run_dir, *flags, "--epochs", "2", "--resume",
+        pretrain.main(parse(pretrain_command(demo_data_16, run_dir, *flags, "--epochs", "2", "--resume",
                                              str(seed / pretrain.LAST_CHECKPOINT))))
     # Nothing written in the new folder yet: the good state is the checkpoint it was seeded from.
     assert capsys.readouterr().out.splitlines()[-1] == (

@@ -11,22 +11,11 @@ import torch
 
 import pretrain
 from checkpoint import load_encoder_weights, read_checkpoint
-from dataset import write_split
+from conftest import TINY_RUN as TINY, epoch_losses, make_demo_data
 from options.pretrain import build_parser
 from umurl import DownstreamModel, LossWeights, UmURLConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--hidden-size", "16", "--projector-dim", "32", "--pre-dataset", "demo", "--device", "cpu"]
-
-
-def make_demo_data(root, num_train=16, num_val=8, seed=0):
-    """A random dataset in the released layout under root/demo/xsub (enough for plumbing tests)."""
-    rng = np.random.default_rng(seed)
-    for part, n in (("train", num_train), ("val", num_val)):
-        data = rng.standard_normal((n, 3, 80, 25, 2)).astype(np.float32)
-        write_split(root / "demo" / "xsub", part, data, rng.integers(10, 80, n), [f"S{i:03d}" for i in range(n)],
-                    np.arange(n) % 4)
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +26,6 @@ def data_root(tmp_path_factory):
 def run_args(data_root, run_dir, *extra):
     return build_parser().parse_args([*TINY, "--data-root", str(data_root), "--checkpoint-path", str(run_dir),
                                       *extra])
-
-
-def epoch_losses(run_dir):
-    return [json.loads(line)["loss"] for line in (run_dir / "log.jsonl").read_text().splitlines()]
 
 
 def log_field(run_dir, name):

@@ -15,11 +15,9 @@ import os
 import pickle
 import re
 import signal
-import subprocess
-import sys
 import tempfile
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -28,109 +26,19 @@ import torch
 
 import pretrain
 from checkpoint import CheckpointError, read_checkpoint, save_atomic
+from conftest import (ROOT, SIXTY_FOUR, TIMEOUT, assert_same_training_state, checkpoint_names, epoch_losses,
+                      launched, logged_epochs, make_demo_data, pretrain_command, run_to_end, torchrun,
+                      two_process_command, wait_for_progress)
 from data_gen import common, ntu_gendata
 from data_gen.synthetic import generate
 from options.pretrain import build_parser
 from safe_io import DataFileError, load_labels
-from test_pretrain import TINY, epoch_losses, make_demo_data
 
-ROOT = Path(__file__).resolve().parents[1]
-# One thread per process in every run that is compared bit for bit (torchrun sets the same).
-# UMURL_PROGRESS_BARS: the runs' logs are files, and the tests time their faults by the progress bars.
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "UMURL_PROGRESS_BARS": "1"}
-TIMEOUT = 150  # seconds; far above the 5-30 s each run takes even on a busy 2-core machine: stops a hang
 STARTUP_TIMES = Path(tempfile.gettempdir()) / "umurl_startup_failures.json"
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Helpers: processes that never outlive the test, and what a run folder holds
-
-
-def descendants(pid):
-    """The ids of every process below `pid`, read from /proc (Linux)."""
-    children = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])  # "pid (name) state ppid ..."
-        except (OSError, IndexError, ValueError):  # the process ended while we looked
-            continue
-        children.setdefault(parent, []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def kill_tree(pid):
-    """SIGKILL `pid`, every process below it, and their process groups.
-
-    Process groups alone are not enough: torchrun starts each worker in a session of its own, so
-    killing torchrun's group would orphan the workers (and their DataLoader workers).
-    """
-    for target in [pid, *descendants(pid)]:
-        for kill in (os.killpg, os.kill):
-            try:
-                kill(target, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):  # already gone, or not a group leader
-                pass
-
-
-@contextmanager
-def launched(command, log):
-    """Start `command` in a new session, stdout and stderr into `log`; on exit kill it and all it started.
-
-    Nothing survives the test, whether it passed, failed or timed out.
-    """
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    try:
-        yield process
-    finally:
-        # Only while it runs (or is an unreaped zombie) is its id sure to be still its own.
-        if process.poll() is None:
-            kill_tree(process.pid)
-        process.wait(timeout=30)
-
-
-def run(command, log):
-    """Run `command` to completion (within TIMEOUT); returns (exit code, its output as text)."""
-    with launched(command, log) as process:
-        returncode = process.wait(timeout=TIMEOUT)
-    return returncode, Path(log).read_text(errors="replace")
-
-
-def pretrain_command(data_root, run_dir, *extra):
-    return [sys.executable, "pretrain.py", *TINY, "--data-root", str(data_root), "--checkpoint-path", str(run_dir),
-            *extra]
-
-
-def torchrun(*args):
-    # --standalone picks a free port itself (--master_port=0 hangs).
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args]
-
-
-def logged_epochs(run_dir):
-    return [json.loads(line)["epoch"] for line in (run_dir / "log.jsonl").read_text().splitlines()]
-
-
-def assert_same_training_state(a, b):
-    """Two checkpoint files hold bit-identical weights, optimizer state and epoch."""
-    first, second = read_checkpoint(a), read_checkpoint(b)
-    assert first["epoch"] == second["epoch"]
-    assert first["state_dict"].keys() == second["state_dict"].keys()
-    for key, value in first["state_dict"].items():
-        assert torch.equal(value, second["state_dict"][key]), f"{key} differs"
-    for index, state in first["optimizer"]["state"].items():
-        for name, value in state.items():
-            assert torch.equal(torch.as_tensor(value), torch.as_tensor(second["optimizer"]["state"][index][name])), \
-                f"optimizer state {index}.{name} differs"
-
-
-def checkpoint_names(run_dir):
-    return sorted(p.name for p in run_dir.iterdir() if p.name.startswith("checkpoint"))
+# Helpers: what a crash does (process helpers and reference runs shared with other files are in conftest.py)
 
 
 def die():
@@ -154,54 +62,35 @@ def run_forked_until_killed(target, *args):
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def demo_data(tmp_path_factory):
-    """64 training samples: with batch 2, 32 steps an epoch, long enough to land a kill inside one."""
-    return make_demo_data(tmp_path_factory.mktemp("data"), num_train=64)
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Crash and resume
 
 
-PROGRESS = re.compile(rb"epoch (\d+): +\d+%\|[^|\r\n]*\| *(\d+)/(\d+)")  # a tqdm line: epoch, steps done, total
-
-
-def test_sigkilled_run_started_again_ends_with_the_uninterrupted_weights(demo_data, tmp_path):
-    """SIGKILL a run (and its DataLoader worker) inside an epoch after the first; the same command then
+def test_sigkilled_run_started_again_ends_with_the_uninterrupted_weights(demo_data_64, straight_64, tmp_path):
+    """SIGKILL a run (and its DataLoader workers) inside an epoch after the first; the same command then
     resumes from checkpoint_last and ends bit-identical to a run that was never interrupted."""
-    extra = ["--epochs", "2", "--batch-size", "2", "--workers", "1", "--seed", "11"]
-    straight, crashed = tmp_path / "straight", tmp_path / "crashed"
-    with ExitStack() as stack:
-        reference = stack.enter_context(launched(pretrain_command(demo_data, straight, *extra), tmp_path / "a.log"))
-        victim = stack.enter_context(launched(pretrain_command(demo_data, crashed, *extra), tmp_path / "b.log"))
+    crashed = tmp_path / "crashed"
+    command = pretrain_command(demo_data_64, crashed, *SIXTY_FOUR)
+    with launched(command, tmp_path / "a.log") as victim:
         # Kill once an epoch >= 1 is under way and at most half done: it then has at least 16 steps
         # (a few hundred ms) left, far more than the time between reading its progress and the kill.
-        deadline = time.monotonic() + TIMEOUT
-        killed_in = None
-        while killed_in is None:
-            assert victim.poll() is None, "the run ended before it could be killed"
-            assert time.monotonic() < deadline, "no progress seen"
-            progress = PROGRESS.findall((tmp_path / "b.log").read_bytes())
-            if progress and int(progress[-1][0]) >= 1 and 1 <= int(progress[-1][1]) <= int(progress[-1][2]) // 2:
-                os.killpg(victim.pid, signal.SIGKILL)
-                killed_in = int(progress[-1][0])
-            time.sleep(0.02)
+        killed_in = wait_for_progress(victim, tmp_path / "a.log",
+                                      lambda epoch, done, total: epoch >= 1 and 1 <= done <= total // 2)
+        os.killpg(victim.pid, signal.SIGKILL)
         assert victim.wait(timeout=30) == -signal.SIGKILL
-        assert reference.wait(timeout=TIMEOUT) == 0, (tmp_path / "a.log").read_text()[-3000:]
 
     # The kill landed inside epoch `killed_in`: the epochs before it are logged and checkpointed, it is not.
     assert logged_epochs(crashed) == list(range(killed_in))
     assert read_checkpoint(crashed / pretrain.LAST_CHECKPOINT)["epoch"] == killed_in
 
-    returncode, output = run(pretrain_command(demo_data, crashed, *extra), tmp_path / "c.log")
+    returncode, output = run_to_end(command, tmp_path / "b.log")
     assert returncode == 0, output[-3000:]
     assert f"continuing at epoch {killed_in}" in output
     assert logged_epochs(crashed) == [0, 1]  # each epoch logged once
-    assert epoch_losses(crashed) == epoch_losses(straight)
-    assert checkpoint_names(crashed) == checkpoint_names(straight)
-    for name in checkpoint_names(straight):
-        assert_same_training_state(straight / name, crashed / name)
+    assert epoch_losses(crashed) == epoch_losses(straight_64)
+    assert checkpoint_names(crashed) == checkpoint_names(straight_64)
+    for name in checkpoint_names(straight_64):
+        assert_same_training_state(straight_64 / name, crashed / name)
 
 
 class Killed(BaseException):
@@ -209,26 +98,20 @@ class Killed(BaseException):
     on the way out, so the run folder is left exactly as a kill at that point would leave it."""
 
 
-@pytest.fixture(scope="module")
-def small_data(tmp_path_factory):
-    """16 training samples, for the runs made inside the test process (two steps of 8 an epoch)."""
-    return make_demo_data(tmp_path_factory.mktemp("small_data"))
-
-
 SHORT_RUN = ["--epochs", "2", "--batch-size", "8", "--workers", "0", "--seed", "3"]
 
 
 @pytest.fixture(scope="module")
-def uninterrupted_short_run(small_data, tmp_path_factory):
+def uninterrupted_short_run(demo_data_16, tmp_path_factory):
     """The run folder of an uninterrupted SHORT_RUN: checkpoint_0000, checkpoint_0001 and checkpoint_last."""
     run_dir = tmp_path_factory.mktemp("uninterrupted")
-    pretrain.main(build_parser().parse_args(pretrain_command(small_data, run_dir, *SHORT_RUN)[2:]))
+    pretrain.main(build_parser().parse_args(pretrain_command(demo_data_16, run_dir, *SHORT_RUN)[2:]))
     return run_dir
 
 
 @pytest.mark.parametrize("when, write", [("before", 1), ("before", 2), ("after", 2), ("before", 4), ("after", 4)])
 def test_a_crash_around_the_checkpoint_writes_leaves_a_run_that_completes_every_file(
-        small_data, uninterrupted_short_run, tmp_path, monkeypatch, when, write):
+        demo_data_16, uninterrupted_short_run, tmp_path, monkeypatch, when, write):
     """Crash just before or after the n-th checkpoint write of a 2-epoch run (each epoch: its log line,
     checkpoint_{epoch:04d}, checkpoint_last), start it again: every file and log line, exactly once.
 
@@ -250,7 +133,7 @@ def test_a_crash_around_the_checkpoint_writes_leaves_a_run_that_completes_every_
             raise Killed(f"crashed after writing {writes}")
 
     run_dir = tmp_path / "run"
-    parsed = build_parser().parse_args(pretrain_command(small_data, run_dir, *SHORT_RUN)[2:])
+    parsed = build_parser().parse_args(pretrain_command(demo_data_16, run_dir, *SHORT_RUN)[2:])
     monkeypatch.setattr(pretrain, "save_atomic", crash_or_save)
     with pytest.raises(Killed):
         pretrain.main(parsed)
@@ -412,36 +295,30 @@ def test_a_kill_during_preprocessing_leaves_nothing_final_looking_and_a_rerun_su
 # Elastic training
 
 
-def test_a_worker_that_dies_is_restarted_and_the_job_ends_with_the_uninterrupted_weights(small_data, tmp_path):
-    """torchrun --max-restarts=1: rank 1 exits abruptly after 1 of the 2 steps of epoch 1 (tests/fault_injection.py);
-    torchrun stops rank 0, restarts both, they resume from checkpoint_last and finish bit-identical to an
-    uninterrupted 2-process run.
+def test_a_worker_that_dies_is_restarted_and_the_job_ends_with_the_uninterrupted_weights(
+        demo_data_64, two_process_seed, straight_two_processes, tmp_path):
+    """torchrun --max-restarts=1, two processes with a DataLoader worker each: rank 1 exits abruptly after 1
+    step of epoch 2 (tests/fault_injection.py); torchrun stops rank 0, restarts both, they resume from the
+    checkpoint_last of epoch 1 and finish bit-identical to the uninterrupted run (which had no loader workers:
+    the views do not depend on them).
 
     Found a bug: the restarted group reused the dead group's rendezvous keys and failed to connect
     ("Connection refused/reset by peer"); distributed.init_distributed now prefixes them per attempt.
     """
-    extra = ["--epochs", "2", "--batch-size", "8", "--workers", "1", "--seed", "5"]
-    marker = tmp_path / "rank1_died"
-    elastic, straight = tmp_path / "elastic", tmp_path / "straight"
-    with ExitStack() as stack:  # both jobs at once: most of their time is start-up
-        reference = stack.enter_context(launched(
-            torchrun(*pretrain_command(small_data, straight, *extra)[1:]), tmp_path / "straight.log"))
-        fault = ["--die-marker", str(marker), "--die-rank", "1", "--die-epoch", "1", "--die-after-steps", "1"]
-        job = stack.enter_context(launched(
-            torchrun("--max-restarts=1", "tests/fault_injection.py", *fault, "--",
-                     *pretrain_command(small_data, elastic, *extra)[2:]),
-            tmp_path / "elastic.log"))
-        assert job.wait(timeout=TIMEOUT) == 0, (tmp_path / "elastic.log").read_text(errors="replace")[-4000:]
-        assert reference.wait(timeout=TIMEOUT) == 0, (tmp_path / "straight.log").read_text(errors="replace")[-4000:]
-
-    output = (tmp_path / "elastic.log").read_text(errors="replace")
+    marker, elastic = tmp_path / "rank1_died", tmp_path / "elastic"
+    fault = ["--die-marker", str(marker), "--die-rank", "1", "--die-epoch", "2", "--die-after-steps", "1"]
+    returncode, output = run_to_end(
+        torchrun("--max-restarts=1", "tests/fault_injection.py", *fault, "--",
+                 *two_process_command(demo_data_64, two_process_seed, elastic, "--workers", "1")),
+        tmp_path / "elastic.log")
+    assert returncode == 0, output[-4000:]
     assert marker.exists(), "the fault did not fire"
-    assert "continuing at epoch 1" in output, "the restarted group did not resume from checkpoint_last"
-    assert logged_epochs(elastic) == [0, 1]
-    assert epoch_losses(elastic) == epoch_losses(straight)
-    assert checkpoint_names(elastic) == checkpoint_names(straight)
-    for name in checkpoint_names(straight):
-        assert_same_training_state(straight / name, elastic / name)
+    assert "continuing at epoch 2" in output, "the restarted group did not resume from checkpoint_last"
+    assert logged_epochs(elastic) == [1, 2]
+    assert epoch_losses(elastic) == epoch_losses(straight_two_processes)
+    assert checkpoint_names(elastic) == checkpoint_names(straight_two_processes)
+    for name in checkpoint_names(straight_two_processes):
+        assert_same_training_state(straight_two_processes / name, elastic / name)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -524,11 +401,11 @@ class OpensFile:
         return open, (self.marker, "w")
 
 
-def test_a_resume_checkpoint_that_runs_code_is_refused_by_pretrain_before_anything_runs(small_data, tmp_path):
+def test_a_resume_checkpoint_that_runs_code_is_refused_by_pretrain_before_anything_runs(demo_data_16, tmp_path):
     marker, evil = tmp_path / "payload_ran", tmp_path / "evil.pth.tar"
     torch.save({"epoch": 3, "state_dict": {}, "payload": OpensFile(marker)}, evil)
     run_dir = tmp_path / "run"
-    args = build_parser().parse_args(pretrain_command(small_data, run_dir, *SHORT_RUN, "--resume", str(evil))[2:])
+    args = build_parser().parse_args(pretrain_command(demo_data_16, run_dir, *SHORT_RUN, "--resume", str(evil))[2:])
     with pytest.raises(CheckpointError, match="refused"):
         pretrain.main(args)
     assert not marker.exists(), "the checkpoint's code ran"
@@ -550,9 +427,9 @@ def test_a_label_file_that_runs_code_is_refused_by_pretrain_before_anything_runs
 
 
 def test_resuming_from_a_checkpoint_of_another_model_size_names_the_mismatching_keys(
-        small_data, uninterrupted_short_run, tmp_path):
+        demo_data_16, uninterrupted_short_run, tmp_path):
     other = tmp_path / "other"
-    command = pretrain_command(small_data, other, *SHORT_RUN, "--hidden-size", "8", "--resume",
+    command = pretrain_command(demo_data_16, other, *SHORT_RUN, "--hidden-size", "8", "--resume",
                                str(uninterrupted_short_run / pretrain.LAST_CHECKPOINT))
     # The stored configuration says so first; allowed anyway, the weights themselves cannot fit.
     with pytest.raises(SystemExit, match="hidden_size 16 -> 8"):
@@ -569,18 +446,18 @@ def test_resuming_from_a_checkpoint_of_another_model_size_names_the_mismatching_
 # Start-up checks
 
 
-def test_bad_settings_fail_in_seconds_before_any_epoch(demo_data, tmp_path):
+def test_bad_settings_fail_in_seconds_before_any_epoch(demo_data_64, tmp_path):
     """An unwritable run folder, a missing data file, and a global batch that does not divide over 2
     Gloo processes: each launch fails with a message naming the problem, before an epoch starts. The
     time from launch to failure is recorded in STARTUP_TIMES (interpreter and torch start-up included)."""
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     cases = {
-        "unwritable run folder": (pretrain_command(demo_data, blocker / "run", "--epochs", "1"),
+        "unwritable run folder": (pretrain_command(demo_data_64, blocker / "run", "--epochs", "1"),
                                   "cannot write to the run folder", blocker / "run"),
         "missing data file": (pretrain_command(tmp_path / "no_data", tmp_path / "run_b", "--epochs", "1"),
                               "train_data_joint.npy: data file not found", tmp_path / "run_b"),
-        "batch 7 over 2 processes": (torchrun(*pretrain_command(demo_data, tmp_path / "run_c", "--epochs", "1",
+        "batch 7 over 2 processes": (torchrun(*pretrain_command(demo_data_64, tmp_path / "run_c", "--epochs", "1",
                                                                 "--batch-size", "7")[1:]),
                                      "--batch-size 7 does not divide over 2 processes", tmp_path / "run_c"),
     }

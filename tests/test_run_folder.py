@@ -17,10 +17,9 @@ import preemption
 import pretrain
 import run_folder
 from checkpoint import read_checkpoint, save_atomic
+from conftest import (ROOT, assert_same_training_state, epoch_losses, launched, pretrain_command, wait_for_progress)
 from dataset import write_split
 from options.pretrain import build_parser
-from test_pretrain import epoch_losses, make_demo_data
-from test_reliability import PROGRESS, ENV, ROOT, TIMEOUT, assert_same_training_state, kill_tree, pretrain_command
 
 SHORT = ["--batch-size", "8", "--workers", "0", "--seed", "3"]
 
@@ -32,9 +31,9 @@ def parse(data_root, run_dir, *extra):
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return make_demo_data(tmp_path_factory.mktemp("data"))  # 16 samples: two steps of 8 an epoch
+@pytest.fixture
+def data_root(demo_data_16):
+    return demo_data_16  # 16 samples: two steps of 8 an epoch
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -185,52 +184,36 @@ def test_a_resume_on_other_prepared_data_is_refused(tmp_path):
 # One run folder, one run
 
 
-@pytest.fixture(scope="module")
-def data_64(tmp_path_factory):
-    """64 samples: in batches of 2 an epoch takes 32 steps, long enough to act while a run holds its folder."""
-    return make_demo_data(tmp_path_factory.mktemp("data64"), num_train=64)
-
-
-
-
-def test_a_second_run_on_a_live_run_s_folder_is_refused_naming_it_and_a_killed_run_never_blocks(data_64, tmp_path):
+def test_a_second_run_on_a_live_run_s_folder_is_refused_naming_it_and_a_killed_run_never_blocks(demo_data_16, tmp_path):
     """Before, both runs went on (each exit code 0), interleaved their logs and replaced each other's checkpoints.
     The holder is SIGKILLed alone while its DataLoader worker lives on for seconds: the lock must die with it."""
     run_dir = tmp_path / "run"
-    command = pretrain_command(data_64, run_dir, "--epochs", "50", "--batch-size", "2", "--workers", "1", "--seed", "3")
-    log = tmp_path / "holder.log"
-    with open(log, "wb") as out:
-        holder = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=out, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
-    try:
-        deadline = time.monotonic() + TIMEOUT
-        while not any(int(done) > 0 for _, done, _ in PROGRESS.findall(log.read_bytes())):  # its worker is running
-            assert holder.poll() is None, log.read_text(errors="replace")[-3000:]
-            assert time.monotonic() < deadline, "the holder never started training"
-            time.sleep(0.02)
-        with pytest.raises(SystemExit) as refused:
-            pretrain.main(build_parser().parse_args(command[2:]))
-        message = str(refused.value)
-        assert message.startswith(f"{run_dir} is in use by another pretraining run (host {socket.gethostname()}, "
-                                  f"pid {holder.pid}, started 20")
-        assert "--checkpoint-path" in message
-        assert not (run_dir / "log.jsonl").exists()
-
-        os.kill(holder.pid, signal.SIGKILL)  # the main process only, as the OOM killer would
-        holder.wait(timeout=30)
-        # At once, while the killed run's loader worker may still be alive (it notices within 5 s); the same
-        # command, one epoch long so that the test stays short: nothing or one epoch left to train.
-        pretrain.main(build_parser().parse_args([*command[2:], "--epochs", "1"]))
-        assert json.loads((run_dir / run_folder.LOCK_NAME).read_text())["pid"] == os.getpid()
-        assert (run_dir / pretrain.LAST_CHECKPOINT).exists()
-    finally:
-        if holder.poll() is None:
-            kill_tree(holder.pid)
+    # 16 samples in batches of 2: 8 steps an epoch, 50 epochs: alive for as long as the test needs.
+    command = pretrain_command(demo_data_16, run_dir, "--epochs", "50", "--batch-size", "2", "--workers", "1",
+                               "--seed", "3")
+    with launched(command, tmp_path / "holder.log") as holder:
         try:
-            os.killpg(holder.pid, signal.SIGKILL)  # its orphaned loader worker, if still there
-        except ProcessLookupError:
-            pass
-        holder.wait(timeout=30)
+            wait_for_progress(holder, tmp_path / "holder.log", lambda epoch, done, total: done > 0)  # its worker runs
+            with pytest.raises(SystemExit) as refused:
+                pretrain.main(build_parser().parse_args(command[2:]))
+            message = str(refused.value)
+            assert message.startswith(f"{run_dir} is in use by another pretraining run (host {socket.gethostname()}, "
+                                      f"pid {holder.pid}, started 20")
+            assert "--checkpoint-path" in message
+            assert not (run_dir / "log.jsonl").exists()
+
+            os.kill(holder.pid, signal.SIGKILL)  # the main process only, as the OOM killer would
+            holder.wait(timeout=30)
+            # At once, while the killed run's loader worker may still be alive (it notices within 5 s); the same
+            # command, one epoch long so that the test stays short: nothing or one epoch left to train.
+            pretrain.main(build_parser().parse_args([*command[2:], "--epochs", "1"]))
+            assert json.loads((run_dir / run_folder.LOCK_NAME).read_text())["pid"] == os.getpid()
+            assert (run_dir / pretrain.LAST_CHECKPOINT).exists()
+        finally:
+            try:
+                os.killpg(holder.pid, signal.SIGKILL)  # its orphaned loader worker, if still there
+            except ProcessLookupError:
+                pass
 
 
 def test_a_lock_file_left_by_a_dead_run_is_no_lock(data_root, tmp_path):
@@ -283,7 +266,7 @@ def test_a_file_system_without_locks_gets_a_warning_and_the_run_goes_on(tmp_path
 
 
 def test_temporaries_of_a_write_killed_mid_checkpoint_are_removed_at_start_up(data_root, tmp_path, capsys):
-    from test_reliability import run_forked_until_killed, save_and_die
+    from test_reliability import run_forked_until_killed, save_and_die  # fault injection lives there
 
     run_dir = tmp_path / "run"
     pretrain.main(parse(data_root, run_dir, "--epochs", "1"))
@@ -355,7 +338,8 @@ def test_a_crash_inside_training_with_loader_workers_exits_at_once(tmp_path):
 import sys
 sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / "tests")!r}]
 from pathlib import Path
-from test_pretrain import make_demo_data, run_args
+from conftest import make_demo_data
+from test_pretrain import run_args
 import preemption
 import pretrain
 root = make_demo_data(Path({str(tmp_path / "data")!r}))
