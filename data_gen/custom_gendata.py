@@ -39,13 +39,14 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_gen.common import DiskFullError, all_or_nothing, normalized_batch  # noqa: E402
-from options.checks import at_least, checked  # noqa: E402
+from feeder.augmentations import RELEASED_VIEW  # noqa: E402
+from options.checks import at_least, between, checked  # noqa: E402
+from options.protocols import CUSTOM_FORMAT as FORMAT  # noqa: E402
+from options.protocols import CUSTOM_PROTOCOLS, METADATA  # noqa: E402
 from skeleton import LAYOUTS_DIR, LayoutError, read_layout  # noqa: E402
 
-FORMAT = "umurl-custom-v1"
-METADATA = "metadata.json"
 MAX_FRAMES = 300           # T_max of the released NTU arrays
-RELEASED_MIN_CROP = 64     # the released shortest crop of a pretraining view
+RELEASED_MIN_CROP = RELEASED_VIEW.min_crop_length  # the released shortest crop of a pretraining view, 64
 MIN_CROP_SHARE = 0.4       # of the median training clip, when that is shorter (MSR Action3D: 39 -> 16)
 PARTS = ("train", "val")
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "validation": "val", "test": "val"}
@@ -313,7 +314,8 @@ def build_parser():
     parser.add_argument("--val-list", "--val_list", type=Path, help="names of the validation samples, one per line")
     parser.add_argument("--max-frames", "--max_frames", type=int, default=MAX_FRAMES, action=checked(at_least(1)),
                         help="T_max, frames per stored sample (longer sequences are evenly resampled to it)")
-    parser.add_argument("--min-crop-length", type=int, default=None, action=checked(at_least(1)),
+    parser.add_argument("--min-crop-length", type=int, default=None,
+                        action=checked(between(1, RELEASED_VIEW.out_frames)),
                         help=f"shortest temporal crop of a pretraining view, stored in metadata.json (default: the "
                              f"released {RELEASED_MIN_CROP}, or {MIN_CROP_SHARE:g} x the median training clip when "
                              f"that is less)")
@@ -336,6 +338,8 @@ def main(argv=None):
           f"classes, layout {layout['name']} ({len(layout['joints'])} joints x {layout['coords']} coords x "
           f"{layout['persons']} persons), T_max {record['max_frames']}, minimum crop {record['min_crop_length']} "
           f"-> {args.out_folder}")
+    print(f"next: python pretrain.py --pre-dataset custom --data-root {args.out_folder} (protocol "
+          f"{CUSTOM_PROTOCOLS[record['split']['by']]}, README 'Your own data')")
 
 
 if __name__ == "__main__":
