@@ -29,6 +29,7 @@ Shape legend: C coordinates, T frames, V joints, M persons, N samples.
 """
 import argparse
 import csv
+import math
 import json
 import sys
 from pathlib import Path
@@ -47,7 +48,7 @@ from skeleton import LAYOUTS_DIR, LayoutError, read_layout  # noqa: E402
 
 MAX_FRAMES = 300           # T_max of the released NTU arrays
 RELEASED_MIN_CROP = RELEASED_VIEW.min_crop_length  # the released shortest crop of a pretraining view, 64
-MIN_CROP_SHARE = 0.4       # of the median training clip, when that is shorter (MSR Action3D: 39 -> 16)
+MIN_CROP_SHARE = 0.4       # of the median training clip, rounded up, when that is shorter (MSR Action3D: 38 -> 16)
 PARTS = ("train", "val")
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "validation": "val", "test": "val"}
 
@@ -229,10 +230,12 @@ def as_sample(array, where, layout):
 
 def derived_min_crop(train_lengths):
     """The shortest temporal crop of a pretraining view for these clips: the released 64 frames, or
-    MIN_CROP_SHARE of the median training clip when that is less (short clips would otherwise always
-    be taken whole, and the views would differ only spatially)."""
+    MIN_CROP_SHARE of the median training clip, rounded up, when that is less (short clips would
+    otherwise always be taken whole, and the views would differ only spatially). On MSR Action3D's
+    training split (median 38 frames) it gives 16, the msr protocol's minimum."""
     median = float(np.median(train_lengths))
-    return int(max(1, min(RELEASED_MIN_CROP, round(MIN_CROP_SHARE * median))))
+    share = math.ceil(MIN_CROP_SHARE * median - 1e-9)  # the tolerance: 0.4 * 40 must stay 16, not 17
+    return int(max(1, min(RELEASED_MIN_CROP, share)))
 
 
 
@@ -317,8 +320,8 @@ def build_parser():
     parser.add_argument("--min-crop-length", type=int, default=None,
                         action=checked(between(1, RELEASED_VIEW.out_frames)),
                         help=f"shortest temporal crop of a pretraining view, stored in metadata.json (default: the "
-                             f"released {RELEASED_MIN_CROP}, or {MIN_CROP_SHARE:g} x the median training clip when "
-                             f"that is less)")
+                             f"released {RELEASED_MIN_CROP}, or {MIN_CROP_SHARE:g} x the median training clip, rounded "
+                             f"up, when that is less)")
     parser.add_argument("--num-classes", type=int, default=None, action=checked(at_least(1)),
                         help="class count when some classes have no sample (default: the largest label + 1)")
     return parser

@@ -19,7 +19,7 @@ import action_retrieval
 import pretrain
 import tsne
 from checkpoint import CheckpointError, read_checkpoint
-from data_gen.custom_gendata import convert
+from data_gen.custom_gendata import convert, derived_min_crop
 from dataset import build_downstream_datasets
 from options.common import model_config
 from options.downstream import build_recognition_parser, build_retrieval_parser, build_tsne_parser
@@ -86,7 +86,8 @@ def test_the_protocol_of_a_2d_folder_comes_from_its_metadata(coco_2d):
     assert (protocol.num_coords, protocol.num_joints, protocol.num_persons) == (2, 17, 2)
     assert protocol.topology == read_layout("coco17").topology  # parents (the bones), centre, shoulders
     assert protocol.num_classes == 3 and protocol.class_names == ("action0", "action1", "action2")
-    assert protocol.min_crop_length == metadata["min_crop_length"] == round(0.4 * metadata["frames"]["train"]["median"])
+    assert protocol.min_crop_length == metadata["min_crop_length"] == derived_min_crop(
+        [metadata["frames"]["train"]["median"]]) < 64
     assert protocol.pretrain_batch_size == 512  # the released default
     # Token widths from C: M*V*C = 2*17*2 and T*C = 64*2.
     assert (protocol.t_input_size, protocol.s_input_size) == (68, 128)
