@@ -4,9 +4,11 @@
     view = view_config(args, protocol)                     # options/pretrain.py: the run's ViewConfig
     pretrain = build_pretrain_dataset(data_root, "ntu60", "cross_subject", view=view, seed=args.seed)
     train, val = build_downstream_datasets(data_root, "ntu60", "cross_subject")
+    train, val = build_downstream_datasets("data/my_dataset", "custom", None)  # from its metadata.json
 
 Besides opening the files, the builders check that the arrays match the protocol's skeleton
-(joints V, persons M) and that labels fit its class count, so a wrong folder fails at startup.
+(coordinates C, joints V, persons M) and that labels fit its class count, so a wrong folder fails
+at startup.
 """
 import pickle
 from pathlib import Path
@@ -27,7 +29,7 @@ def split_files(data_root, entry, part):
 def write_split(folder, part, data, num_frames, names, labels):
     """Write one split in the released layout (the inverse of what the feeders read).
 
-    data: float32 (N, 3, T, V, M); num_frames: (N,) real frame counts; names: N str; labels: N ints.
+    data: float32 (N, C, T, V, M); num_frames: (N,) real frame counts; names: N str; labels: N ints.
     Labels are stored as plain Python ints, so reading them back needs no numpy globals.
     """
     folder = Path(folder)
@@ -40,9 +42,9 @@ def write_split(folder, part, data, num_frames, names, labels):
 
 
 def num_classes(data_root, dataset, protocol):
-    """The protocol's class count: from the table, or 1 + the largest train/val label when the table
-    leaves it open (the demo data)."""
-    entry = get_protocol(dataset, protocol)
+    """The protocol's class count: from the table (or a custom folder's metadata.json), or 1 + the largest
+    train/val label when the table leaves it open (the demo data)."""
+    entry = get_protocol(dataset, protocol, data_root)
     if entry.num_classes is not None:
         return entry.num_classes
     labels = [load_labels(split_files(data_root, entry, part)[2])[1] for part in ("train", "val")]
@@ -50,12 +52,13 @@ def num_classes(data_root, dataset, protocol):
 
 
 def _check_matches(split, entry):
-    """The split's arrays hold the protocol's skeleton: (N, 3, T, V, M) with its V and M."""
-    _, _, _, num_joints, num_persons = split.shape
-    if (num_joints, num_persons) != (entry.num_joints, entry.num_persons):
+    """The split's arrays hold the protocol's skeleton: (N, C, T, V, M) with its C, V and M."""
+    _, num_coords, _, num_joints, num_persons = split.shape
+    if (num_coords, num_joints, num_persons) != (entry.num_coords, entry.num_joints, entry.num_persons):
         raise DataFileError(
-            f"{split.data_path}: {num_joints} joints x {num_persons} persons, but {entry.dataset} "
-            f"{entry.protocol} expects {entry.num_joints} x {entry.num_persons} ({entry.topology.name})")
+            f"{split.data_path}: {num_coords} coordinates x {num_joints} joints x {num_persons} persons, but "
+            f"{entry.dataset} {entry.protocol} expects {entry.num_coords} x {entry.num_joints} x "
+            f"{entry.num_persons} ({entry.topology.name})")
 
 
 def build_pretrain_dataset(data_root, dataset, protocol, *, view, seed, check_all_finite=False, raw=False):
@@ -66,7 +69,7 @@ def build_pretrain_dataset(data_root, dataset, protocol, *, view, seed, check_al
     at read time; raw: return raw samples and their frame counts instead (RawPretrainDataset), whose
     views feeder/batch_augment.py draws on the device with the same `view` and `seed`.
     """
-    entry = get_protocol(dataset, protocol)
+    entry = get_protocol(dataset, protocol, data_root)
     files = split_files(data_root, entry, "train")
     if raw:
         split = RawPretrainDataset(*files, check_all_finite=check_all_finite)
@@ -81,7 +84,7 @@ def build_downstream_datasets(data_root, dataset, protocol, *, view=RELEASED_VIE
     view.out_frames (the released clip length unless the encoder was trained on another), with labels.
 
     Both splits must hold samples."""
-    entry = get_protocol(dataset, protocol)
+    entry = get_protocol(dataset, protocol, data_root)
     classes = num_classes(data_root, dataset, protocol)
     splits = []
     for part in ("train", "val"):

@@ -30,8 +30,7 @@ import console
 import utils
 from checkpoint import CheckpointError, CheckpointMismatch, load_encoder_weights, model_state_dict, read_checkpoint
 from dataset import build_downstream_datasets, num_classes
-from options.common import model_config, size_flags
-from options.protocols import get_protocol
+from options.common import model_config, resolve_protocol, size_flags
 from umurl import DownstreamModel, UmURLConfig
 
 # The fields of UmURLConfig that the data fix; a checkpoint transfers only where they all agree.
@@ -81,8 +80,9 @@ class Splits:
 
 
 def load_splits(args):
-    """The protocol of --finetune-dataset/--protocol and both of its splits, checked against its skeleton."""
-    protocol = get_protocol(args.dataset, args.protocol)
+    """The protocol of --finetune-dataset/--protocol/--data-root (args.protocol is set to its name, a custom
+    folder's from its metadata.json) and both of its splits, checked against its skeleton."""
+    protocol = resolve_protocol(args)
     train, val = build_downstream_datasets(args.data_root, args.dataset, args.protocol)
     return Splits(protocol, train, val, num_classes(args.data_root, args.dataset, args.protocol))
 

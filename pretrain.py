@@ -304,8 +304,8 @@ def main(args):
     amp_dtype = utils.resolve_amp_dtype(device, args.amp, args.amp_dtype)
 
     # Start-up checks first: a bad setting must fail in seconds, not after an epoch.
-    protocol = get_protocol(args.dataset, args.protocol)
-    resolve_pretraining_settings(args)  # the protocol's released global batch unless given
+    resolve_pretraining_settings(args)  # the protocol's name and released global batch unless given
+    protocol = get_protocol(args.dataset, args.protocol, args.data_root)
     if args.batch_size % world_size:
         raise SystemExit(f"--batch-size {args.batch_size} does not divide over {world_size} processes")
     with claim_run_folder(args.checkpoint_path, rank):
@@ -327,7 +327,8 @@ def pretrain(args, rank, world_size, local_rank, device, amp_dtype, protocol):
     augment = BatchAugment(args.seed, device, rank, view) if args.augment_on_device else None
     per_process_batch = args.batch_size // world_size
     if len(dataset) < args.batch_size:
-        raise SystemExit(f"{len(dataset)} training samples cannot fill one global batch of {args.batch_size}")
+        raise SystemExit(f"{len(dataset)} training samples cannot fill one global batch of {args.batch_size} "
+                         f"({args.dataset} {args.protocol}): pass a smaller --batch-size")
 
     config = {**utils.config_dict(args), "min_crop_length": view.min_crop_length,  # resolved from the protocol
               "view": view.as_dict(), "loss_weights": dataclasses.asdict(weights),

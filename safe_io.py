@@ -2,7 +2,7 @@
 
 A prepared split is three files (released layout, see SPEC.md "NTU RGB+D preprocessing"):
 
-    {part}_data_joint.npy  float (N, C=3, T, V, M), read memory-mapped
+    {part}_data_joint.npy  float (N, C, T, V, M), C = 3 (xyz) or 2 (xy), read memory-mapped
     {part}_num_frame.npy   integer (N,), the real frame count of each sample, 1..T
     {part}_label.pkl       pickle of (list of N sample names, list of N integer labels)
 
@@ -263,7 +263,8 @@ def check_label_range(labels, num_classes, path):
 # ----------------------------------------------------------------------------- arrays
 
 def open_joint_data(path):
-    """Memory-map `{part}_data_joint.npy`: a float array (N, C=3, T, V, M); nothing is read yet."""
+    """Memory-map `{part}_data_joint.npy`: a float array (N, C, T, V, M), C = 3 (xyz) or 2 (xy); nothing is
+    read yet."""
     path = Path(path)
     try:
         data = np.load(path, mmap_mode="r")
@@ -273,8 +274,8 @@ def open_joint_data(path):
     # EOFError, a damaged header tokenize.TokenError or SyntaxError, a folder IsADirectoryError.
     except Exception as e:
         raise _error(path, f"not a plain .npy array: {e!r}") from None
-    if data.ndim != 5 or data.shape[1] != 3:
-        raise _error(path, f"expected shape (N, 3, T, V, M), got {data.shape}")
+    if data.ndim != 5 or data.shape[1] not in (2, 3):
+        raise _error(path, f"expected shape (N, C, T, V, M) with C = 3 or 2 coordinates, got {data.shape}")
     if data.dtype.kind != "f":
         raise _error(path, f"expected a float array, got dtype {data.dtype}")
     return data

@@ -3,6 +3,7 @@
     python benchmarks/real_data.py                                   # 3 seeds, ~15-25 min on 2 CPU cores
     python benchmarks/real_data.py --data-path /datasets/msr_action3d --out runs/msr_action3d
     python benchmarks/real_data.py --quick --out /tmp/msr_quick      # tiny sizes: plumbing only, < 1 min
+    python benchmarks/real_data.py --via-custom --out runs/msr_custom  # the same through dataset custom
 
 Four stages, each through the project's own entry points (nothing here re-implements them):
 1. convert: data_gen/msr_gendata.gendata on the 557 sequences of `files_used_in_cvpr12_paper.txt`,
@@ -11,6 +12,11 @@ Four stages, each through the project's own entry points (nothing here re-implem
 3. linear probe: action_recognition.main with the released protocol (SGD lr 0.03, batch 512, 150
    epochs, lr x0.1 at 120 and 140), trained on the training split, top-1 on the test split;
 4. kNN: action_retrieval.main (k = 1, cosine), training split as the memory, test split as queries.
+With --via-custom, stage 1 is instead the README's worked example of your own data: the MSR files
+become clips and a labels CSV (examples/msr_action3d_to_custom.py), then a prepared folder with its
+metadata.json (data_gen/custom_gendata.py, layout msr20, subjects 1 3 5 7 9 train), and every later
+stage runs with `--pre-dataset custom` / `--finetune-dataset custom` and that folder alone. The arrays,
+the minimum crop (16) and so the numbers are the msr path's (tests/test_real_data.py).
 Stages 3 and 4 run for the pretrained encoder and for a randomly initialised one of the same
 architecture and sizes, each on the fused input (joint + bone + motion, the feature y_u) and on
 joint, bone and motion alone. With the same seed the random encoder is the very initialisation
@@ -59,7 +65,9 @@ import action_recognition  # noqa: E402
 import action_retrieval  # noqa: E402
 import pretrain  # noqa: E402
 from benchmarks.common import machine_info, machine_line, markdown_table  # noqa: E402
+from data_gen import custom_gendata  # noqa: E402
 from data_gen.msr_gendata import gendata  # noqa: E402
+from examples import msr_action3d_to_custom  # noqa: E402
 from options.downstream import LINEAR_PROBE, build_recognition_parser, build_retrieval_parser  # noqa: E402
 from options.pretrain import build_parser as build_pretrain_parser  # noqa: E402
 
@@ -67,6 +75,7 @@ DEFAULT_DATA_PATH = ROOT / "data" / "msr_action3d"  # beside the prepared data (
 SKELETON_FOLDER = "MSRAction3DSkeletonReal3D"
 SAMPLE_LIST = "files_used_in_cvpr12_paper.txt"
 PROTOCOL = ("--protocol", "cross_subject")  # the dataset itself is --pre-dataset or --finetune-dataset msr
+TRAIN_SUBJECTS = ("1", "3", "5", "7", "9")  # the cross-subject split, as --via-custom gives it to custom_gendata
 
 ENCODERS = ("pretrained", "random")
 INPUTS = {"fused": ("joint", "bone", "motion"), "joint": ("joint",), "bone": ("bone",), "motion": ("motion",)}
@@ -122,6 +131,10 @@ def build_parser():
                           "own initialisation) and the probes; the table gives the mean and every seed's value, "
                           "because on 273 test sequences the random encoder's probe alone moves by several points "
                           "with the seed")
+    run.add_argument("--via-custom", action="store_true",
+                     help="prepare the data through the custom format (examples/msr_action3d_to_custom.py, then "
+                          "data_gen/custom_gendata.py) and run every stage on dataset custom: the same arrays and "
+                          "so the same numbers as the msr path")
     run.add_argument("--quick", action="store_true",
                      help="tiny model, 1 pretraining epoch, 5 probe epochs: checks the plumbing in seconds, "
                           "the accuracies mean nothing (overrides the size and epoch flags)")
@@ -197,9 +210,28 @@ def lr_milestones(args):
     return args.schedule if args.schedule is not None else [round(args.epochs * 351 / 451)]
 
 
+def data_flags(args, data_root, dataset_flag):
+    """The dataset of every stage: msr with its protocol, or with --via-custom dataset custom, whose prepared
+    folder (the data root) names its protocol in metadata.json."""
+    if args.via_custom:
+        return [dataset_flag, "custom", "--data-root", str(data_root)]
+    return [dataset_flag, "msr", *PROTOCOL, "--data-root", str(data_root)]
+
+
+def convert(args, skeletons, sample_list, data_folder):
+    """Stage 1: the prepared data under data_folder; returns (the data root of the later stages, {part: samples})."""
+    if not args.via_custom:
+        return data_folder, gendata(skeletons, data_folder, sample_list)
+    clips, prepared = data_folder / "msr_clips", data_folder / "msr_custom"
+    msr_action3d_to_custom.convert(args.data_path, clips)
+    record = custom_gendata.convert(clips / "clips", clips / "labels.csv", "msr20", prepared, split_by="subject",
+                                    train_subjects=TRAIN_SUBJECTS)
+    return prepared, record["samples"]
+
+
 def pretrain_encoder(args, seed, data_root, run_dir):
     """pretrain.main on the training split; returns (the last epoch's checkpoint, per-epoch log records)."""
-    flags = ["--pre-dataset", "msr", *PROTOCOL, "--data-root", str(data_root), "--checkpoint-path", str(run_dir),
+    flags = [*data_flags(args, data_root, "--pre-dataset"), "--checkpoint-path", str(run_dir),
              *size_flags(args), "--projector-dim", str(args.projector_dim), "--lr", str(args.lr),
              "--batch-size", str(args.batch_size), "--epochs", str(args.epochs),
              "--schedule", *map(str, lr_milestones(args)), "--save-freq", str(args.epochs), *runtime_flags(args, seed)]
@@ -211,7 +243,7 @@ def pretrain_encoder(args, seed, data_root, run_dir):
 def evaluation_flags(args, seed, data_root, run_dir, modalities, checkpoint):
     """Flags shared by the probe and kNN; no --pretrained means a randomly initialised encoder."""
     encoder = [] if checkpoint is None else ["--pretrained", str(checkpoint)]
-    return ["--finetune-dataset", "msr", *PROTOCOL, "--data-root", str(data_root), "--checkpoint-path", str(run_dir),
+    return [*data_flags(args, data_root, "--finetune-dataset"), "--checkpoint-path", str(run_dir),
             *size_flags(args), "--modalities", *modalities, *encoder, *runtime_flags(args, seed)]
 
 
@@ -307,7 +339,8 @@ def write_report(out, report):
     settings, pretraining = report["settings"], report["pretraining"]
     losses = ", ".join(f"{run['first_loss']:.3f} -> {run['last_loss']:.3f}" for run in pretraining)
     lines = [
-        "# MSR Action3D, cross-subject: pretrained vs random-weight UmURL encoder",
+        "# MSR Action3D, cross-subject: pretrained vs random-weight UmURL encoder"
+        + (" (through the custom format)" if settings.get("via_custom") else ""),
         "",
         f"{report['samples']['train']} training / {report['samples']['val']} test sequences, 20 classes. "
         f"Linear probe: released protocol ({settings['probe_epochs']} epochs), best top-1 on the test split over "
@@ -351,10 +384,9 @@ def main(args):
         torch.set_num_threads(args.threads)
     skeletons, sample_list = check_data_path(args.data_path)  # before anything is written
     out = prepare_out(args.out, args.overwrite)
-    data_root, timings = out / "data", {}
-
+    timings = {}
     with stage("convert", out / "logs" / "convert.log", timings):
-        samples = gendata(skeletons, data_root, sample_list)
+        data_root, samples = convert(args, skeletons, sample_list, out / "data")
     pretraining, per_seed = [], []
     for seed in args.seeds:
         summary, results = run_seed(args, seed, data_root, out, timings)
@@ -363,7 +395,8 @@ def main(args):
 
     settings = {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()}
     settings["schedule"] = lr_milestones(args)
-    report = {"dataset": "msr", "protocol": "cross_subject", "samples": samples, "settings": settings,
+    report = {"dataset": "custom" if args.via_custom else "msr", "protocol": "cross_subject", "samples": samples,
+              "settings": settings,
               "rows": combine(per_seed), "pretraining": pretraining, "timings_s": timings,
               "total_s": time.perf_counter() - start, "machine": machine_info()}
     print("\n" + write_report(out, report))

@@ -28,6 +28,7 @@ centre and shoulders.
 Shape legend: C coordinates, T frames, V joints, M persons, N samples.
 """
 import csv
+import math
 import json
 import sys
 from pathlib import Path
@@ -38,15 +39,16 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_gen.common import DiskFullError, all_or_nothing, normalized_batch  # noqa: E402
-from options.checks import at_least, checked  # noqa: E402
+from feeder.augmentations import RELEASED_VIEW  # noqa: E402
+from options.checks import at_least, between, checked  # noqa: E402
 from options.parser import ArgumentParser  # noqa: E402
+from options.protocols import CUSTOM_FORMAT as FORMAT  # noqa: E402
+from options.protocols import CUSTOM_PROTOCOLS, METADATA  # noqa: E402
 from skeleton import LAYOUTS_DIR, LayoutError, read_layout  # noqa: E402
 
-FORMAT = "umurl-custom-v1"
-METADATA = "metadata.json"
 MAX_FRAMES = 300           # T_max of the released NTU arrays
-RELEASED_MIN_CROP = 64     # the released shortest crop of a pretraining view
-MIN_CROP_SHARE = 0.4       # of the median training clip, when that is shorter (MSR Action3D: 39 -> 16)
+RELEASED_MIN_CROP = RELEASED_VIEW.min_crop_length  # the released shortest crop of a pretraining view, 64
+MIN_CROP_SHARE = 0.4       # of the median training clip, rounded up, when that is shorter (MSR Action3D: 38 -> 16)
 PARTS = ("train", "val")
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "validation": "val", "test": "val"}
 
@@ -228,10 +230,12 @@ def as_sample(array, where, layout):
 
 def derived_min_crop(train_lengths):
     """The shortest temporal crop of a pretraining view for these clips: the released 64 frames, or
-    MIN_CROP_SHARE of the median training clip when that is less (short clips would otherwise always
-    be taken whole, and the views would differ only spatially)."""
+    MIN_CROP_SHARE of the median training clip, rounded up, when that is less (short clips would
+    otherwise always be taken whole, and the views would differ only spatially). On MSR Action3D's
+    training split (median 38 frames) it gives 16, the msr protocol's minimum."""
     median = float(np.median(train_lengths))
-    return int(max(1, min(RELEASED_MIN_CROP, round(MIN_CROP_SHARE * median))))
+    share = math.ceil(MIN_CROP_SHARE * median - 1e-9)  # the tolerance: 0.4 * 40 must stay 16, not 17
+    return int(max(1, min(RELEASED_MIN_CROP, share)))
 
 
 
@@ -313,10 +317,11 @@ def build_parser():
     parser.add_argument("--val-list", type=Path, help="names of the validation samples, one per line")
     parser.add_argument("--max-frames", type=int, default=MAX_FRAMES, action=checked(at_least(1)),
                         help="T_max, frames per stored sample (longer sequences are evenly resampled to it)")
-    parser.add_argument("--min-crop-length", type=int, default=None, action=checked(at_least(1)),
+    parser.add_argument("--min-crop-length", type=int, default=None,
+                        action=checked(between(1, RELEASED_VIEW.out_frames)),
                         help=f"shortest temporal crop of a pretraining view, stored in metadata.json (default: the "
-                             f"released {RELEASED_MIN_CROP}, or {MIN_CROP_SHARE:g} x the median training clip when "
-                             f"that is less)")
+                             f"released {RELEASED_MIN_CROP}, or {MIN_CROP_SHARE:g} x the median training clip, rounded "
+                             f"up, when that is less)")
     parser.add_argument("--num-classes", type=int, default=None, action=checked(at_least(1)),
                         help="class count when some classes have no sample (default: the largest label + 1)")
     return parser
@@ -336,6 +341,8 @@ def main(argv=None):
           f"classes, layout {layout['name']} ({len(layout['joints'])} joints x {layout['coords']} coords x "
           f"{layout['persons']} persons), T_max {record['max_frames']}, minimum crop {record['min_crop_length']} "
           f"-> {args.out_folder}")
+    print(f"next: python pretrain.py --pre-dataset custom --data-root {args.out_folder} (protocol "
+          f"{CUSTOM_PROTOCOLS[record['split']['by']]}, README 'Your own data')")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """Skeleton augmentations of SPEC.md "Augmentations", one sample at a time, in numpy.
 
-Every transform is a pure function of a sample x of shape (C=3, T, V, M) and explicit parameters.
+Every transform is a pure function of a sample x of shape (C, T, V, M) and explicit parameters.
 The random parameters come from separate `choose_*` / `draw_*` functions that take an
 `np.random.Generator`, so a test can pin them and the feeder decides where randomness comes from.
-xyz is treated as a row vector per (frame, joint, person): a 3x3 matrix A maps p to p @ A.
+A joint's coordinates are a row vector p per (frame, joint, person): a CxC matrix A maps p to p @ A.
+C is 3 (xyz) for the built-in datasets, 2 (xy) for image keypoints; the 2D transforms are the 3D ones
+restricted to x and y (the same rule draws their entries), and with C = 3 every draw is the released one.
 
 Every setting of the views is a field of one frozen `ViewConfig`, whose defaults are the released
 values; a run resolves its own once (options/pretrain.py `view_config`) and hands it to the numpy
@@ -106,39 +108,40 @@ def flip_coin(rng, probability):
 
 
 def transform_xyz(x, matrix):
-    """Multiply every xyz row vector by a 3x3 matrix: out[:, t, v, m] = x[:, t, v, m] @ matrix.
+    """Multiply every coordinate row vector by a CxC matrix: out[:, t, v, m] = x[:, t, v, m] @ matrix.
 
-    x: (C=3, T, V, M) -> (3, T, V, M), same dtype.
+    x: (C, T, V, M) -> (C, T, V, M), same dtype.
     """
     return np.einsum("ctvm,cd->dtvm", x, matrix).astype(x.dtype, copy=False)
 
 
-def choose_corruption(num_joints, rng, num_corrupt, zero_probability, magnitude):
+def choose_corruption(num_joints, rng, num_corrupt, zero_probability, magnitude, num_coords=3):
     """Draw a joint corruption: which joints, and what happens to them.
 
     Returns (joints, matrix): `num_corrupt` distinct joint indices out of `num_joints`, and with
-    probability 1 - zero_probability a (3, 3) matrix with entries U(-magnitude, magnitude),
-    otherwise None (the joints are zeroed).
+    probability 1 - zero_probability a (C, C) matrix (C = num_coords) with entries
+    U(-magnitude, magnitude), otherwise None (the joints are zeroed).
     """
     joints = rng.choice(num_joints, size=num_corrupt, replace=False)
     if flip_coin(rng, zero_probability):
         return joints, None
-    return joints, rng.uniform(-magnitude, magnitude, size=(3, 3))
+    return joints, rng.uniform(-magnitude, magnitude, size=(num_coords, num_coords))
 
 
 def corrupt_joints(x, joints, matrix):
-    """Zero the given joints (matrix None) or map their xyz row vectors p to p @ matrix.
+    """Zero the given joints (matrix None) or map their coordinate row vectors p to p @ matrix (CxC).
 
-    x: (C=3, T, V, M) -> (3, T, V, M), a new array; joints not listed are untouched.
+    x: (C, T, V, M) -> (C, T, V, M), a new array; joints not listed are untouched.
     """
     out = x.copy()
     out[:, :, joints] = 0.0 if matrix is None else transform_xyz(x[:, :, joints], matrix)
     return out
 
 
-def draw_shear(rng, magnitude):
-    """Shear matrix S = [[1, a, b], [c, 1, d], [e, f, 1]], off-diagonal entries U(-magnitude, magnitude)."""
-    s = rng.uniform(-magnitude, magnitude, size=(3, 3))
+def draw_shear(rng, magnitude, num_coords=3):
+    """Shear matrix S = [[1, a, b], [c, 1, d], [e, f, 1]], off-diagonal entries U(-magnitude, magnitude);
+    for num_coords = 2 its x, y part [[1, a], [c, 1]], drawn by the same rule."""
+    s = rng.uniform(-magnitude, magnitude, size=(num_coords, num_coords))
     np.fill_diagonal(s, 1.0)
     return s
 
@@ -146,7 +149,7 @@ def draw_shear(rng, magnitude):
 def shear(x, s):
     """Shear every point: p -> S p as a column vector, i.e. p @ S^T as a row vector.
 
-    x: (C=3, T, V, M) -> (3, T, V, M).
+    x: (C, T, V, M) -> (C, T, V, M), S CxC.
     """
     return transform_xyz(x, s.T)
 
@@ -163,19 +166,20 @@ class ViewDraw(NamedTuple):
     shear: np.ndarray | None
 
 
-def draw_pretrain_view(valid, num_joints, rng, view):
-    """The parameters of one pretraining view of a sample with `valid` real frames, in the released
-    order of draws: the crop, the coin, then only the chosen spatial augmentation's parameters."""
+def draw_pretrain_view(valid, num_joints, num_coords, rng, view):
+    """The parameters of one pretraining view of a sample with `valid` real frames, `num_joints` joints of
+    `num_coords` coordinates, in the released order of draws: the crop, the coin, then only the chosen
+    spatial augmentation's parameters."""
     start, length = choose_crop(valid, rng, view.crop_scale, view.min_crop_length)
     if flip_coin(rng, view.corruption_probability):
         corruption = choose_corruption(num_joints, rng, view.num_corrupt, view.zero_probability,
-                                       view.corruption_magnitude)
+                                       view.corruption_magnitude, num_coords)
         return ViewDraw(start, length, corruption, None)
-    return ViewDraw(start, length, None, draw_shear(rng, view.shear_magnitude))
+    return ViewDraw(start, length, None, draw_shear(rng, view.shear_magnitude, num_coords))
 
 
 def apply_pretrain_view(x, draw, view):
-    """Crop-resize, then the drawn corruption or shear: (C=3, T, V, M) -> (3, view.out_frames, V, M) float32."""
+    """Crop-resize, then the drawn corruption or shear: (C, T, V, M) -> (C, view.out_frames, V, M) float32."""
     out = resample(x, draw.start, draw.length, view.out_frames)
     out = corrupt_joints(out, *draw.corruption) if draw.corruption is not None else shear(out, draw.shear)
     return out.astype(np.float32, copy=False)
@@ -186,15 +190,15 @@ def pretrain_view(x, valid, rng, view):
 
     A coin (fair as released) picks joint corruption, or else shear: never both, never neither, as the
     released feeder does. (Two independent coins, one per augmentation, learn measurably differently.)
-    x: (C=3, T, V, M) with at least `valid` real frames -> (3, view.out_frames, V, M) float32.
+    x: (C, T, V, M) with at least `valid` real frames -> (C, view.out_frames, V, M) float32.
     Call once per view with the same `rng`; successive calls make independent draws.
     """
-    return apply_pretrain_view(x, draw_pretrain_view(valid, x.shape[2], rng, view), view)
+    return apply_pretrain_view(x, draw_pretrain_view(valid, x.shape[2], x.shape[0], rng, view), view)
 
 
 def downstream_view(x, valid, out_frames):
     """The evaluation input: the whole valid range [0, valid) resampled, nothing random.
 
-    x: (C=3, T, V, M) -> (3, out_frames, V, M) float32.
+    x: (C, T, V, M) -> (C, out_frames, V, M) float32.
     """
     return resample(x, 0, valid, out_frames).astype(np.float32, copy=False)

@@ -13,7 +13,8 @@ for draw; the default pipeline stays the numpy one. `AUGMENTATION_TWINS` at the 
 with its numpy twin, and tests/test_batch_augment.py walks that table: a new augmentation is one row.
 The settings come from the run's ViewConfig (feeder/augmentations.py), the one the numpy feeder gets.
 
-Shapes: x (N, C=3, T, V, M) with real frames [0, valid[n]) per sample; valid (N,) int64.
+Shapes: x (N, C, T, V, M) with real frames [0, valid[n]) per sample; valid (N,) int64. C is 3 (xyz) or 2
+(xy, image keypoints), whose matrices are the 2x2 ones augmentations.py draws.
 """
 from typing import Callable, NamedTuple
 
@@ -65,52 +66,52 @@ def resample(x, start, length, out_frames):
 # ----------------------------------------------------------------------------- spatial transforms
 
 def transform_xyz(x, matrices):
-    """Each sample's xyz row vectors times its own 3x3 matrix: out[n, :, t, v, m] = x[n, :, t, v, m] @ A[n].
+    """Each sample's coordinate row vectors times its own CxC matrix: out[n, :, t, v, m] = x[n, :, t, v, m] @ A[n].
 
-    x: (N, 3, T, V, M); matrices: (N, 3, 3) float64 -> (N, 3, T, V, M) float32, summed over the
-    input coordinate in order 0, 1, 2 in float64 like numpy's einsum.
+    x: (N, C, T, V, M); matrices: (N, C, C) float64 -> (N, C, T, V, M) float32, summed over the
+    input coordinate in order 0, 1(, 2) in float64 like numpy's einsum.
     """
-    n = x.shape[0]
+    n, c = x.shape[:2]
     x = x.double()
-    out = sum(x[:, k:k + 1] * matrices[:, k].view(n, 3, 1, 1, 1) for k in range(3))  # (N, 3, T, V, M)
+    out = sum(x[:, k:k + 1] * matrices[:, k].view(n, c, 1, 1, 1) for k in range(c))  # (N, C, T, V, M)
     return out.float()
 
 
-def draw_corruptions(n, num_joints, generator, num_corrupt, zero_probability, magnitude):
+def draw_corruptions(n, num_joints, generator, num_corrupt, zero_probability, magnitude, num_coords=3):
     """Parameters of joint corruption for n samples, as augmentations.choose_corruption.
 
     Returns (joints, zero, matrices): joints (N, V) bool with exactly num_corrupt True per row, a
     uniformly random subset (the first num_corrupt of a random permutation); zero (N,) bool, True
-    w.p. zero_probability (zero the joints, else transform them); matrices (N, 3, 3) float64 entries
-    U(-magnitude, magnitude).
+    w.p. zero_probability (zero the joints, else transform them); matrices (N, C, C) float64 entries
+    U(-magnitude, magnitude), C = num_coords.
     """
     device = generator.device
     order = torch.rand(n, num_joints, generator=generator, device=device).argsort(dim=1)
     joints = torch.zeros(n, num_joints, dtype=torch.bool, device=device)
     joints.scatter_(1, order[:, :num_corrupt], True)
     zero = draw_coin(n, generator, zero_probability)
-    return joints, zero, _uniform((n, 3, 3), -magnitude, magnitude, generator)
+    return joints, zero, _uniform((n, num_coords, num_coords), -magnitude, magnitude, generator)
 
 
 def corrupt_joints(x, joints, zero, matrices):
-    """Zero the chosen joints (zero[n]) or map their xyz rows p to p @ matrices[n]; others untouched.
+    """Zero the chosen joints (zero[n]) or map their coordinate rows p to p @ matrices[n]; others untouched.
 
-    x: (N, 3, T, V, M) -> (N, 3, T, V, M) float32.
+    x: (N, C, T, V, M) -> (N, C, T, V, M) float32.
     """
     n, _, _, v, _ = x.shape
     hit = torch.where(zero.view(n, 1, 1, 1, 1), torch.zeros_like(x), transform_xyz(x, matrices))
     return torch.where(joints.view(n, 1, 1, v, 1), hit, x)
 
 
-def draw_shears(n, generator, magnitude):
-    """Shear matrices S (N, 3, 3) float64: unit diagonal, off-diagonal entries U(-magnitude, magnitude)."""
-    s = _uniform((n, 3, 3), -magnitude, magnitude, generator)
+def draw_shears(n, generator, magnitude, num_coords=3):
+    """Shear matrices S (N, C, C) float64: unit diagonal, off-diagonal entries U(-magnitude, magnitude)."""
+    s = _uniform((n, num_coords, num_coords), -magnitude, magnitude, generator)
     s.diagonal(dim1=1, dim2=2).fill_(1.0)
     return s
 
 
 def shear(x, s):
-    """p -> S p for every point (p @ S^T as a row vector), each sample with its own S: (N, 3, T, V, M)."""
+    """p -> S p for every point (p @ S^T as a row vector), each sample with its own S: (N, C, T, V, M)."""
     return transform_xyz(x, s.transpose(1, 2))
 
 
@@ -123,7 +124,7 @@ def draw_coin(n, generator, probability):
 
 class ViewDraws(NamedTuple):
     """The random parameters of one view of every sample: crops (N,) start and length; corrupt (N,)
-    bool, the coin; joints, zero, matrices of the corruption and the shears (N, 3, 3), all drawn for
+    bool, the coin; joints, zero, matrices of the corruption and the shears (N, C, C), all drawn for
     every sample, whichever the coin picks (a batch draws the same amount whatever the coins say)."""
 
     start: torch.Tensor
@@ -135,19 +136,20 @@ class ViewDraws(NamedTuple):
     shears: torch.Tensor
 
 
-def draw_pretrain_views(valid, num_joints, generator, view):
+def draw_pretrain_views(valid, num_joints, num_coords, generator, view):
     """The parameters of one pretraining view of each sample, as augmentations.draw_pretrain_view."""
     n = len(valid)
     start, length = draw_crops(valid, generator, view.crop_scale, view.min_crop_length)
     corrupt = draw_coin(n, generator, view.corruption_probability)
     joints, zero, matrices = draw_corruptions(n, num_joints, generator, view.num_corrupt, view.zero_probability,
-                                              view.corruption_magnitude)
-    return ViewDraws(start, length, corrupt, joints, zero, matrices, draw_shears(n, generator, view.shear_magnitude))
+                                              view.corruption_magnitude, num_coords)
+    shears = draw_shears(n, generator, view.shear_magnitude, num_coords)
+    return ViewDraws(start, length, corrupt, joints, zero, matrices, shears)
 
 
 def apply_pretrain_views(x, draws, view):
     """Crop-resize, then per sample the corruption (draws.corrupt) or else the shear:
-    (N, 3, T, V, M) -> (N, 3, view.out_frames, V, M) float32."""
+    (N, C, T, V, M) -> (N, C, view.out_frames, V, M) float32."""
     n = len(x)
     resampled = resample(x, draws.start, draws.length, view.out_frames)
     corrupted = corrupt_joints(resampled, draws.joints, draws.zero, draws.matrices)
@@ -159,10 +161,10 @@ def pretrain_views(x, valid, generator, view, num_views):
     """num_views independent pretraining views of a raw batch, as augmentations.pretrain_view per view:
     crop-resize, then per sample a coin picks joint corruption or, else, shear (exactly one).
 
-    x: (N, 3, T, V, M) with valid[n] real frames; returns num_views tensors (N, 3, view.out_frames, V, M).
+    x: (N, C, T, V, M) with valid[n] real frames; returns num_views tensors (N, C, view.out_frames, V, M).
     """
-    num_joints = x.shape[3]
-    return [apply_pretrain_views(x, draw_pretrain_views(valid, num_joints, generator, view), view)
+    num_coords, num_joints = x.shape[1], x.shape[3]
+    return [apply_pretrain_views(x, draw_pretrain_views(valid, num_joints, num_coords, generator, view), view)
             for _ in range(num_views)]
 
 
@@ -199,9 +201,9 @@ class AugmentationTwin(NamedTuple):
     """One augmentation step in numpy, one sample at a time (feeder/augmentations.py), and in torch, a
     batch at once (above), each split into drawing the parameters and applying them:
 
-    numpy_draw(valid, num_joints, rng, view) -> one sample's parameters (valid an int)
+    numpy_draw(valid, num_joints, num_coords, rng, view) -> one sample's parameters (valid an int)
     numpy_apply(x, parameters, view) -> one sample's output, x (C, T, V, M)
-    torch_draw(valid, num_joints, generator, view) -> the batch's parameters (valid (N,) int64)
+    torch_draw(valid, num_joints, num_coords, generator, view) -> the batch's parameters (valid (N,) int64)
     torch_apply(x, parameters, view) -> the batch's output, x (N, C, T, V, M), output (N, ...)
     sample(parameters, i) -> sample i's part of the batch's parameters, in numpy's form
 
@@ -232,22 +234,22 @@ def _view(draws, i):
                            None if draws.corrupt[i] else _matrix(draws.shears, i))
 
 
-def _numpy_crop(valid, num_joints, rng, view):
+def _numpy_crop(valid, num_joints, num_coords, rng, view):
     return single.choose_crop(valid, rng, view.crop_scale, view.min_crop_length)
 
 
-def _torch_crops(valid, num_joints, generator, view):
+def _torch_crops(valid, num_joints, num_coords, generator, view):
     return draw_crops(valid, generator, view.crop_scale, view.min_crop_length)
 
 
-def _numpy_corruption(valid, num_joints, rng, view):
+def _numpy_corruption(valid, num_joints, num_coords, rng, view):
     return single.choose_corruption(num_joints, rng, view.num_corrupt, view.zero_probability,
-                                    view.corruption_magnitude)
+                                    view.corruption_magnitude, num_coords)
 
 
-def _torch_corruptions(valid, num_joints, generator, view):
+def _torch_corruptions(valid, num_joints, num_coords, generator, view):
     return draw_corruptions(len(valid), num_joints, generator, view.num_corrupt, view.zero_probability,
-                            view.corruption_magnitude)
+                            view.corruption_magnitude, num_coords)
 
 
 AUGMENTATION_TWINS = {
@@ -260,15 +262,17 @@ AUGMENTATION_TWINS = {
         _torch_crops, lambda x, crops, view: resample(x, *crops, view.out_frames),
         lambda crops, i: (int(crops[0][i]), int(crops[1][i]))),
     "coin": AugmentationTwin(
-        lambda valid, num_joints, rng, view: single.flip_coin(rng, view.corruption_probability),
+        lambda valid, num_joints, num_coords, rng, view: single.flip_coin(rng, view.corruption_probability),
         lambda x, heads, view: np.array(heads),
-        lambda valid, num_joints, generator, view: draw_coin(len(valid), generator, view.corruption_probability),
+        lambda valid, num_joints, num_coords, generator, view: draw_coin(len(valid), generator,
+                                                                         view.corruption_probability),
         lambda x, heads, view: heads,
         lambda heads, i: bool(heads[i])),
     "transform": AugmentationTwin(
-        lambda valid, num_joints, rng, view: rng.uniform(-1.0, 1.0, size=(3, 3)),
+        lambda valid, num_joints, num_coords, rng, view: rng.uniform(-1.0, 1.0, size=(num_coords, num_coords)),
         lambda x, matrix, view: single.transform_xyz(x, matrix),
-        lambda valid, num_joints, generator, view: _uniform((len(valid), 3, 3), -1.0, 1.0, generator),
+        lambda valid, num_joints, num_coords, generator, view: _uniform((len(valid), num_coords, num_coords),
+                                                                        -1.0, 1.0, generator),
         lambda x, matrices, view: transform_xyz(x, matrices),
         _matrix),
     "corruption": AugmentationTwin(
@@ -276,9 +280,10 @@ AUGMENTATION_TWINS = {
         _torch_corruptions, lambda x, corruptions, view: corrupt_joints(x, *corruptions),
         _corruption),
     "shear": AugmentationTwin(
-        lambda valid, num_joints, rng, view: single.draw_shear(rng, view.shear_magnitude),
+        lambda valid, num_joints, num_coords, rng, view: single.draw_shear(rng, view.shear_magnitude, num_coords),
         lambda x, s, view: single.shear(x, s),
-        lambda valid, num_joints, generator, view: draw_shears(len(valid), generator, view.shear_magnitude),
+        lambda valid, num_joints, num_coords, generator, view: draw_shears(len(valid), generator,
+                                                                           view.shear_magnitude, num_coords),
         lambda x, s, view: shear(x, s),
         _matrix),
     "whole view": AugmentationTwin(

@@ -4,7 +4,8 @@ from pathlib import Path
 
 from feeder.augmentations import OUT_FRAMES
 from options.checks import at_least, checked, seed
-from options.protocols import DATASETS, DEFAULT_DATA_ROOT, NUM_COORDS, PROTOCOLS, protocols_of
+from options.protocols import CUSTOM, DATASETS, DEFAULT_DATA_ROOT, PROTOCOLS, get_protocol, protocols_of
+from safe_io import DataFileError
 from umurl import UmURLConfig, hidden_size_problem
 
 RELEASED = UmURLConfig()  # the released model's sizes: the defaults of the size flags
@@ -22,12 +23,31 @@ def add_data_args(parser, dataset_flags):
     """--data-root, the dataset (under the released flag names, e.g. --pre-dataset) and --protocol."""
     group = parser.add_argument_group("data")
     group.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT,
-                       help="folder holding the prepared datasets (e.g. NTU-RGB-D-60-AGCN/xsub below it)")
-    group.add_argument(*dataset_flags, dest="dataset", default="ntu60", choices=DATASETS, help="which dataset")
-    per_dataset = "; ".join(f"{d}: {', '.join(protocols_of(d))}" for d in DATASETS)
-    group.add_argument("--protocol", default="cross_subject", choices=sorted({p for _, p in PROTOCOLS}),
-                       help=f"evaluation protocol, checked against the dataset ({per_dataset})")
+                       help="folder holding the prepared datasets (e.g. NTU-RGB-D-60-AGCN/xsub below it); for "
+                            "dataset custom the folder data_gen/custom_gendata.py wrote (its metadata.json gives the "
+                            "skeleton, classes and protocol)")
+    group.add_argument(*dataset_flags, dest="dataset", default="ntu60", choices=DATASETS,
+                       help="which dataset (custom: your own, README 'Your own data')")
+    per_dataset = "; ".join(f"{d}: {', '.join(protocols_of(d))}" for d in DATASETS if d != CUSTOM)
+    names = sorted({p for _, p in PROTOCOLS} | set(protocols_of(CUSTOM)))
+    group.add_argument("--protocol", default=None, choices=names,
+                       help=f"evaluation protocol, checked against the dataset ({per_dataset}); default: "
+                            f"cross_subject, or for custom the one its metadata.json names")
     return group
+
+
+def resolve_protocol(args):
+    """The Protocol (options/protocols.py) of the command line's dataset, --protocol and --data-root, with
+    args.protocol set to its name (a dataset's default, or the custom folder's). The one place every script
+    resolves it. Bad metadata is a DataFileError naming the file; a protocol the dataset lacks a SystemExit."""
+    try:
+        protocol = get_protocol(args.dataset, args.protocol, args.data_root)
+    except DataFileError:
+        raise
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    args.protocol = protocol.protocol
+    return protocol
 
 
 def add_model_args(parser, evaluation=False):
@@ -95,7 +115,7 @@ def size_flags(args):
 
 
 def model_config(protocol, **sizes):
-    """The UmURLConfig of a protocol's skeleton (layout, persons, xyz, 64-frame views) with `sizes`
+    """The UmURLConfig of a protocol's skeleton (layout, persons, coordinates, 64-frame views) with `sizes`
     (hidden_size, num_head, num_layer, projector_dim); a size not given is the released model's.
     A hidden size that does not split over the heads is a SystemExit naming the flags."""
     problem = check_model_sizes(sizes.get("hidden_size", RELEASED.hidden_size),
@@ -104,4 +124,5 @@ def model_config(protocol, **sizes):
         raise SystemExit(problem)
     topology = protocol.topology
     return UmURLConfig(layout=topology.name, parents=topology.parents, num_joints=topology.num_joints,
-                       num_persons=protocol.num_persons, num_coords=NUM_COORDS, num_frames=OUT_FRAMES, **sizes)
+                       num_persons=protocol.num_persons, num_coords=protocol.num_coords, num_frames=OUT_FRAMES,
+                       **sizes)

@@ -6,9 +6,8 @@ from pathlib import Path
 import skeleton
 from feeder.augmentations import RELEASED_VIEW
 from options.checks import at_least, between, checked, non_negative_finite
-from options.common import HelpFormatter, add_data_args, add_model_args, add_runtime_args
+from options.common import HelpFormatter, add_data_args, add_model_args, add_runtime_args, resolve_protocol
 from options.parser import ArgumentParser
-from options.protocols import get_protocol
 from options.released import PRETRAIN, add_retired_args
 from umurl import RELEASED_LOSS_WEIGHTS, LossWeights
 
@@ -26,7 +25,7 @@ def build_parser():
     train.add_argument("-b", "--batch-size", type=int, default=None, action=checked(at_least(1)),
                        help="global batch over all processes; each takes batch-size / world-size (default: the "
                             "protocol's, options/protocols.py, as released: 512 for NTU-60 x-sub, 1024 for NTU-60 "
-                            "x-view and NTU-120; 512 elsewhere)")
+                            "x-view and NTU-120; 512 elsewhere, dataset custom included)")
     train.add_argument("--epochs", type=int, default=451, action=checked(at_least(1)),
                        help="epochs to train, counted from 0")
     train.add_argument("--schedule", type=int, nargs="*", default=[351], action=checked(at_least(0)),
@@ -39,7 +38,8 @@ def build_parser():
     train.add_argument("--min-crop-length", type=int, default=None,
                        action=checked(between(1, RELEASED_VIEW.out_frames)),
                        help="shortest temporal crop of a pretraining view, in frames (default: the dataset's, "
-                            "options/protocols.py: 64 as released; 16 for MSR Action3D, whose sequences are shorter); "
+                            "options/protocols.py: 64 as released; 16 for MSR Action3D, whose sequences are "
+                            "shorter; for custom, its metadata.json's); "
                             f"at most the {RELEASED_VIEW.out_frames} frames of a view. The other view settings are "
                             "the released ones (feeder/augmentations.py ViewConfig)")
     loss = parser.add_argument_group("loss weights (released: loss = 5 (intra + inter) + sum of 5 variance + "
@@ -77,15 +77,18 @@ def build_parser():
 
 
 def resolve_pretraining_settings(args):
-    """Fill the settings left to the protocol: the global batch of the released script for it."""
+    """Fill the settings left to the protocol: its name (options/common.py `resolve_protocol`) and the
+    global batch of the released script for it."""
+    protocol = resolve_protocol(args)
     if args.batch_size is None:
-        args.batch_size = get_protocol(args.dataset, args.protocol).pretrain_batch_size
+        args.batch_size = protocol.pretrain_batch_size
     return args
 
 
 def view_config(args, protocol):
     """The run's ViewConfig, resolved once from the released settings, the protocol and the command line:
-    the minimum crop is --min-crop-length, else the protocol's; the corrupted joints are SPEC.md's 15 of
+    the minimum crop is --min-crop-length, else the protocol's (a custom folder's metadata.json's); the
+    corrupted joints are SPEC.md's 15 of
     NTU's 25, kept at the same share for other skeleton layouts (12 of MSR's 20)."""
     min_crop_length = protocol.min_crop_length if args.min_crop_length is None else args.min_crop_length
     num_corrupt = round(RELEASED_VIEW.num_corrupt * protocol.num_joints / skeleton.NTU_25.num_joints)

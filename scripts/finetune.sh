@@ -7,6 +7,7 @@
 #   bash scripts/finetune.sh <checkpoint-folder> <dataset> <protocol> [extra action_recognition.py flags...]
 #   bash scripts/finetune.sh checkpoints/ntu60_cross_subject ntu60 cross_subject
 #   bash scripts/finetune.sh checkpoints/ntu60_cross_view ntu60 cross_view --lr 0.005
+#   bash scripts/finetune.sh checkpoints/custom_my_dataset custom data/my_dataset   # your own data's folder
 #
 # Starts from <checkpoint-folder>/checkpoint_0450.pth.tar (--pretrained picks another) and writes to
 # <checkpoint-folder>/finetune_<dataset>_<protocol>/ (--checkpoint-path overrides). Relative paths are

@@ -6,6 +6,7 @@
 #   bash scripts/knn.sh checkpoints/ntu60_cross_subject ntu60 cross_subject
 #   bash scripts/knn.sh checkpoints/ntu60_cross_subject ntu60 cross_subject --knn-neighbours 5
 #   bash scripts/knn.sh checkpoints/ntu120_cross_subject ntu120 cross_subject --modalities bone
+#   bash scripts/knn.sh checkpoints/custom_my_dataset custom data/my_dataset   # your own data's folder
 #
 # Evaluates <checkpoint-folder>/checkpoint_0450.pth.tar (ours or released; --pretrained picks another)
 # into <checkpoint-folder>/knn_<dataset>_<protocol>/ (--checkpoint-path overrides). Relative paths are

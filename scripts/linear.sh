@@ -7,6 +7,7 @@
 #   bash scripts/linear.sh checkpoints/ntu60_cross_subject ntu60 cross_subject
 #   bash scripts/linear.sh checkpoints/ntu60_cross_subject ntu60 cross_subject --modalities joint
 #   bash scripts/linear.sh checkpoints/ntu120_cross_setup ntu120 cross_setup --pretrained other.pth.tar
+#   bash scripts/linear.sh checkpoints/custom_my_dataset custom data/my_dataset   # your own data's folder
 #
 # Evaluates <checkpoint-folder>/checkpoint_0450.pth.tar (ours or released; --pretrained picks another)
 # into <checkpoint-folder>/linear_<dataset>_<protocol>/ (--checkpoint-path overrides). Relative paths

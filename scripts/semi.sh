@@ -8,6 +8,7 @@
 #   bash scripts/semi.sh checkpoints/ntu60_cross_subject ntu60 cross_subject          # 1% (0.01)
 #   bash scripts/semi.sh checkpoints/ntu60_cross_subject ntu60 cross_subject 0.1
 #   bash scripts/semi.sh checkpoints/ntu60_cross_subject ntu60 cross_subject 0.01 --seed 1
+#   bash scripts/semi.sh checkpoints/custom_my_dataset custom data/my_dataset 0.1   # your own data's folder
 #
 # Starts from <checkpoint-folder>/checkpoint_0450.pth.tar (--pretrained picks another) and writes to
 # <checkpoint-folder>/semi<fraction>_<dataset>_<protocol>/ (--checkpoint-path overrides). Relative

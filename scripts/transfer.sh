@@ -7,6 +7,7 @@
 #   bash scripts/transfer.sh <source-checkpoint-folder> <target-dataset> <protocol> [extra flags...]
 #   bash scripts/transfer.sh checkpoints/ntu60_cross_subject pku2 cross_subject
 #   bash scripts/transfer.sh checkpoints/ntu120_cross_subject pku2 cross_subject --modalities motion
+#   bash scripts/transfer.sh checkpoints/ntu60_cross_subject custom data/my_ntu25_dataset   # same layout
 #
 # Evaluates <source-checkpoint-folder>/checkpoint_0450.pth.tar (--pretrained picks another) into
 # <source-checkpoint-folder>/transfer_<target-dataset>_<protocol>/ (--checkpoint-path overrides).
@@ -19,5 +20,5 @@ set -euo pipefail
 source "$(dirname "$0")/evaluation_args.sh"   # usage, cd to the root, $folder $dataset $protocol, shift 3
 
 # The released linear probe (scripts/linear.sh, its one home), into a transfer_ run folder.
-exec bash scripts/linear.sh "$folder" "$dataset" "$protocol" \
+exec bash scripts/linear.sh "$folder" "$dataset" "$target" \
   --checkpoint-path "$folder/transfer_${dataset}_${protocol}" "$@"

@@ -6,6 +6,7 @@
 #   bash scripts/tsne.sh checkpoints/ntu60_cross_subject ntu60 cross_subject
 #   bash scripts/tsne.sh checkpoints/ntu60_cross_subject ntu60 cross_subject --num-classes 5 --seed 1
 #   bash scripts/tsne.sh checkpoints/ntu60_cross_subject ntu60 cross_subject --max-per-class 100
+#   bash scripts/tsne.sh checkpoints/custom_my_dataset custom data/my_dataset   # your own data's folder
 #
 # Embeds with <checkpoint-folder>/checkpoint_0450.pth.tar (--pretrained picks another) into
 # <checkpoint-folder>/tsne_<dataset>_<protocol>/tsne.png (--checkpoint-path overrides). Relative paths

@@ -25,10 +25,10 @@ from view_kinds import kind_fractions
 VIEW = RELEASED_VIEW
 
 
-def sample(seed, frames=300, joints=25, persons=2):
-    """A random (3, frames, joints, persons) float32 sample with no zero entries."""
+def sample(seed, frames=300, joints=25, persons=2, coords=3):
+    """A random (coords, frames, joints, persons) float32 sample with no zero entries."""
     rng = np.random.default_rng(seed)
-    return (rng.uniform(0.5, 1.5, (3, frames, joints, persons)) * rng.choice([-1, 1], (3, 1, 1, 1)))\
+    return (rng.uniform(0.5, 1.5, (coords, frames, joints, persons)) * rng.choice([-1, 1], (coords, 1, 1, 1)))\
         .astype(np.float32)
 
 
@@ -145,6 +145,36 @@ def test_shear_matrix_has_unit_diagonal():
         assert (np.abs(off) < 1).all() and len(set(off.tolist())) == 6
 
 
+@pytest.mark.parametrize("coords", [3, 2])
+def test_shear_and_corruption_draw_the_released_numbers_with_c_3_and_their_xy_part_with_c_2(coords):
+    # The rule: a CxC matrix of U(-1, 1) entries from the generator (the shear's diagonal then set to 1).
+    # C = 3 is the released draw, bit for bit; C = 2 is the same rule on x and y.
+    expected = np.random.default_rng(5).uniform(-1.0, 1.0, size=(coords, coords))
+    s = draw_shear(np.random.default_rng(5), 1.0, coords)
+    np.fill_diagonal(expected, 1.0)
+    np.testing.assert_array_equal(s, expected)
+    if coords == 3:
+        np.testing.assert_array_equal(draw_shear(np.random.default_rng(5), 1.0), expected)  # the default: xyz
+    for seed in range(20):  # a transforming (not zeroing) corruption draws a CxC matrix the same way
+        joints, matrix = choose_corruption(25, np.random.default_rng(seed), 15, 0.5, 1.0, coords)
+        if matrix is not None:
+            break
+    rng = np.random.default_rng(seed)
+    rng.choice(25, size=15, replace=False), rng.random()
+    np.testing.assert_array_equal(matrix, rng.uniform(-1.0, 1.0, size=(coords, coords)))
+
+
+def test_2d_shear_and_corruption_map_xy_points():
+    s = np.array([[1.0, 0.2], [0.4, 1.0]])
+    x = sample(1, frames=4, joints=5, persons=1, coords=2)
+    np.testing.assert_allclose(np.moveaxis(shear(x, s), 0, -1), np.moveaxis(x, 0, -1) @ s.T, rtol=1e-6)
+    joints, matrix = np.array([1, 3]), np.array([[0.5, -0.2], [0.1, 0.9]])
+    out = corrupt_joints(x, joints, matrix)
+    np.testing.assert_allclose(np.moveaxis(out[:, :, joints], 0, -1), np.moveaxis(x[:, :, joints], 0, -1) @ matrix,
+                               rtol=1e-6)
+    np.testing.assert_array_equal(out[:, :, [0, 2, 4]], x[:, :, [0, 2, 4]])
+
+
 def test_shear_maps_each_point_p_to_s_times_p():
     s = np.array([[1.0, 0.2, 0.3], [0.4, 1.0, 0.5], [0.6, 0.7, 1.0]])
     x = np.zeros((3, 2, 1, 1), dtype=np.float32)
@@ -157,26 +187,28 @@ def test_shear_maps_each_point_p_to_s_times_p():
 
 # ----------------------------------------------------------------------------- composed views
 
-def test_pretrain_view_is_crop_then_exactly_one_spatial_augmentation():
+@pytest.mark.parametrize("coords", [3, 2])
+def test_pretrain_view_is_crop_then_exactly_one_spatial_augmentation(coords):
     # Replaying the same draws by hand, in SPEC.md's order, must give the same view: one coin, then
     # corruption on heads and shear on tails (the released feeder's if/else).
-    x = sample(3, frames=137)
+    x = sample(3, frames=137, coords=coords)
     for seed in range(40):
         view = pretrain_view(x, 137, np.random.default_rng(seed), VIEW)
         rng = np.random.default_rng(seed)
         expected = resample(x, *choose_crop(137, rng, (0.1, 1.0), 64), 64)
         if rng.random() < 0.5:
-            expected = corrupt_joints(expected, *choose_corruption(25, rng, 15, 0.5, 1.0))
+            expected = corrupt_joints(expected, *choose_corruption(25, rng, 15, 0.5, 1.0, coords))
         else:
-            expected = shear(expected, draw_shear(rng, 1.0))
+            expected = shear(expected, draw_shear(rng, 1.0, coords))
         np.testing.assert_array_equal(view, expected.astype(np.float32))
 
 
-def test_pretrain_view_applies_corruption_or_shear_never_both_never_neither():
+@pytest.mark.parametrize("coords", [3, 2])
+def test_pretrain_view_applies_corruption_or_shear_never_both_never_neither(coords):
     # 2,000 views of an all-ones skeleton: each view is corrupted or sheared, about half and half.
     # With two independent coins (the earlier reading of the method) a quarter would be both and a
     # quarter neither. Binomial(2000, 1/2): 0.5 +- 0.05 is more than 4 standard deviations.
-    x = np.ones((3, 64, 25, 2), dtype=np.float32)
+    x = np.ones((coords, 64, 25, 2), dtype=np.float32)
     rng = np.random.default_rng(0)
     fractions = kind_fractions((pretrain_view(x, 64, rng, VIEW) for _ in range(2000)), num_corrupt=15)
     assert fractions["both"] == 0 and fractions["neither"] == 0

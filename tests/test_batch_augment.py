@@ -10,11 +10,11 @@ from feeder.feeder import RawPretrainDataset
 from view_kinds import kind_fractions, zeroed_fraction
 
 
-def raw_batch(n=12, frames=300, seed=0):
-    """Random skeletons (N, 3, frames, 25, 2) with 20..frames real frames and NaN padding after them,
+def raw_batch(n=12, frames=300, seed=0, coords=3):
+    """Random skeletons (N, coords, frames, 25, 2) with 20..frames real frames and NaN padding after them,
     so that any read past the real frames shows up in the output."""
     rng = np.random.default_rng(seed)
-    x = (3 * rng.standard_normal((n, 3, frames, 25, 2))).astype(np.float32)
+    x = (3 * rng.standard_normal((n, coords, frames, 25, 2))).astype(np.float32)
     valid = rng.integers(20, frames + 1, n)
     valid[0], valid[1] = frames, 20  # the extremes: no padding at all; shorter than the 64-frame minimum
     for i, v in enumerate(valid):
@@ -43,17 +43,18 @@ def summaries(outputs):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("coords", [3, 2], ids=["xyz", "xy"])  # 3D skeletons and 2D image keypoints
 @pytest.mark.parametrize("view", [ref.RELEASED_VIEW, OTHER_VIEW], ids=["released", "other"])
 @pytest.mark.parametrize("name", list(batch.AUGMENTATION_TWINS))
-def test_every_augmentation_agrees_with_its_numpy_twin(name, view, device):
+def test_every_augmentation_agrees_with_its_numpy_twin(name, view, coords, device):
     twin = batch.AUGMENTATION_TWINS[name]
-    x, valid = raw_batch()  # NaN padding: a read past the real frames shows up
+    x, valid = raw_batch(coords=coords)  # NaN padding: a read past the real frames shows up
     xt, validt = torch.from_numpy(x).to(device), torch.from_numpy(valid).to(device)
     num_joints = x.shape[3]
 
     # The same drawn parameters give the same numbers, bit for bit.
     g = torch.Generator(device=device).manual_seed(0)
-    parameters = twin.torch_draw(validt, num_joints, g, view)
+    parameters = twin.torch_draw(validt, num_joints, coords, g, view)
     out = twin.torch_apply(xt, parameters, view).cpu().numpy()
     for i in range(len(x)):
         np.testing.assert_array_equal(out[i], twin.numpy_apply(x[i], twin.sample(parameters, i), view), err_msg=i)
@@ -63,10 +64,11 @@ def test_every_augmentation_agrees_with_its_numpy_twin(name, view, device):
     draws, frames = 1000, 80
     one = x[3, :, :frames, :, :1]  # 80 real frames of one person: small enough for 1000 copies
     rng = np.random.default_rng(1)
-    numpy_out = [twin.numpy_apply(one, twin.numpy_draw(frames, num_joints, rng, view), view) for _ in range(draws)]
+    numpy_out = [twin.numpy_apply(one, twin.numpy_draw(frames, num_joints, coords, rng, view), view)
+                 for _ in range(draws)]
     copies = torch.from_numpy(np.broadcast_to(one, (draws, *one.shape)).copy()).to(device)
     g = torch.Generator(device=device).manual_seed(1)
-    parameters = twin.torch_draw(torch.full((draws,), frames, device=device), num_joints, g, view)
+    parameters = twin.torch_draw(torch.full((draws,), frames, device=device), num_joints, coords, g, view)
     torch_out = twin.torch_apply(copies, parameters, view).cpu().numpy()
     a, b = summaries(numpy_out), summaries(torch_out)
     for k in range(a.shape[1]):
@@ -154,11 +156,13 @@ def test_corruption_count_follows_the_joint_count_of_other_layouts():
     assert (joints.sum(dim=1) == 12).all()
 
 
-def test_shear_has_a_unit_diagonal_and_uniform_off_diagonal_entries():
-    s = batch.draw_shears(20000, generator(4), 1.0)
+@pytest.mark.parametrize("coords", [3, 2])
+def test_shear_has_a_unit_diagonal_and_uniform_off_diagonal_entries(coords):
+    s = batch.draw_shears(20000, generator(4), 1.0, coords)
+    assert s.shape == (20000, coords, coords)
     diagonal = s.diagonal(dim1=1, dim2=2)
     assert (diagonal == 1.0).all()
-    off = s[:, ~torch.eye(3, dtype=torch.bool)]
+    off = s[:, ~torch.eye(coords, dtype=torch.bool)]
     assert off.min() >= -1 and off.max() < 1
     assert abs(off.mean().item()) < 0.01 and abs(off.var().item() - 1 / 3) < 0.01
 
@@ -167,9 +171,10 @@ def test_each_coin_is_fair():
     assert abs(batch.draw_coin(40000, generator(5), 0.5).double().mean().item() - 0.5) < 0.01
 
 
-def test_views_of_a_batch_are_corrupted_or_sheared_never_both_never_neither():
+@pytest.mark.parametrize("coords", [3, 2])
+def test_views_of_a_batch_are_corrupted_or_sheared_never_both_never_neither(coords):
     n = 4000
-    x = torch.ones(n, 3, 64, 25, 2)
+    x = torch.ones(n, coords, 64, 25, 2)
     view = batch.pretrain_views(x, torch.full((n,), 64), generator(6), ref.RELEASED_VIEW, 1)[0].numpy()
     fractions = kind_fractions(view, num_corrupt=15)
     assert fractions["both"] == 0 and fractions["neither"] == 0

@@ -91,7 +91,8 @@ def test_an_npz_of_sequences_gives_the_same_folder(coco, tmp_path):
 
 def test_the_minimum_crop_follows_short_clips():
     assert derived_min_crop([200, 300, 150]) == 64  # long clips: the released 64
-    assert derived_min_crop([39] * 5) == 16  # MSR Action3D's median: the msr protocol's 16
+    assert derived_min_crop([38] * 5) == 16  # MSR Action3D's training median: the msr protocol's 16
+    assert derived_min_crop([40, 40]) == 16 and derived_min_crop([41]) == 17  # 0.4 x median, rounded up
     assert derived_min_crop([1, 1, 2]) == 1
 
 

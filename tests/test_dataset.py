@@ -133,8 +133,8 @@ def test_demo_class_count_comes_from_its_labels(tmp_path):
 
 def test_skeleton_of_the_wrong_layout_is_refused(tmp_path):
     folder = write_protocol(tmp_path, "ntu60", "cross_subject", joints=20, persons=1)
-    with pytest.raises(DataFileError, match="20 joints x 1 persons, but ntu60 cross_subject expects 25 x 2") \
-            as error:
+    expected = "3 coordinates x 20 joints x 1 persons, but ntu60 cross_subject expects 3 x 25 x 2"
+    with pytest.raises(DataFileError, match=expected) as error:
         build_pretrain_dataset(tmp_path, "ntu60", "cross_subject", view=RELEASED_VIEW, seed=0)
     assert str(folder / "train_data_joint.npy") in str(error.value)
 

@@ -5,14 +5,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import evaluation
 from benchmarks import real_data
 from checkpoint import read_checkpoint
+from data_gen import custom_gendata
 from data_gen.msr_gendata import gendata
-from options.protocols import get_protocol
+from examples import msr_action3d_to_custom
+from options.protocols import get_protocol, prepared_folder, split_paths
+from safe_io import load_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 # The optional real data: where CI keeps MSR Action3D, beside the checkout (a plain clone skips these tests).
@@ -144,3 +148,45 @@ def test_the_random_encoder_is_the_initialisation_pretraining_starts_from(tmp_pa
     assert pretrained.keys() == random_weights.keys()
     for key, value in random_weights.items():
         assert torch.equal(pretrained[key], value), key
+
+
+# ------------------------------------------------------------ the worked example of README "Your own data"
+
+@pytest.mark.skipif(not (MSR_DATA / real_data.SAMPLE_LIST).exists(), reason=f"MSR Action3D not found at {MSR_DATA}")
+def test_the_worked_example_through_the_custom_format_gives_msr_gendata_s_arrays(tmp_path):
+    # The README's commands: examples/msr_action3d_to_custom.py, then custom_gendata.py with layout msr20 and
+    # subjects 1 3 5 7 9 training; against data_gen/msr_gendata.py on the same 557-name list.
+    assert msr_action3d_to_custom.convert(MSR_DATA, tmp_path / "clips") == 557
+    custom_gendata.main(["--sequences", str(tmp_path / "clips" / "clips"), "--labels",
+                         str(tmp_path / "clips" / "labels.csv"), "--layout", "msr20", "--split-by", "subject",
+                         "--train-subjects", "1", "3", "5", "7", "9", "--out-folder", str(tmp_path / "msr_custom")])
+    skeletons, sample_list = real_data.check_data_path(MSR_DATA)
+    gendata(skeletons, tmp_path / "data", sample_list)
+    reference = prepared_folder(tmp_path / "data", "msr", "cross_subject")
+    for part in ("train", "val"):
+        for mine, theirs in zip(split_paths(tmp_path / "msr_custom", part), split_paths(reference, part)):
+            if mine.suffix == ".npy":
+                a, b = np.load(mine), np.load(theirs)
+                assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b), mine.name
+            else:  # the names and labels, in the same order
+                assert load_labels(mine)[0] == load_labels(theirs)[0]
+                assert np.array_equal(load_labels(mine)[1], load_labels(theirs)[1])
+    custom = get_protocol("custom", None, tmp_path / "msr_custom")
+    msr = get_protocol("msr", "cross_subject")
+    assert custom.min_crop_length == msr.min_crop_length == 16  # derived from the clips: 0.4 x 38, rounded up
+    assert (custom.topology.parents, custom.num_joints, custom.num_persons, custom.num_coords, custom.num_classes) \
+        == (msr.topology.parents, 20, 1, 3, 20)
+
+
+@pytest.mark.skipif(not (MSR_DATA / real_data.SAMPLE_LIST).exists(), reason=f"MSR Action3D not found at {MSR_DATA}")
+def test_the_benchmark_through_dataset_custom_gives_the_msr_numbers(tmp_path):
+    msr = real_data.main(quick_args(tmp_path / "msr", "--seeds", "3"))
+    custom = real_data.main(quick_args(tmp_path / "custom", "--seeds", "3", "--via-custom"))
+    assert custom["dataset"] == "custom" and custom["samples"] == msr["samples"] == {"train": 284, "val": 273}
+    config = json.loads((tmp_path / "custom" / "seed3" / "pretrain" / "config.json").read_text())["config"]
+    assert (config["dataset"], config["protocol"], config["min_crop_length"]) == ("custom", "cross_subject", 16)
+    metrics = ("linear_top1", "linear_final_top1", "linear_top5", "knn_top1")
+    assert [{key: row[key] for key in metrics} for row in custom["rows"]] == \
+        [{key: row[key] for key in metrics} for row in msr["rows"]]
+    assert [run["log"][-1]["loss"] for run in custom["pretraining"]] == \
+        [run["log"][-1]["loss"] for run in msr["pretraining"]]

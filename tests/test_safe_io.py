@@ -211,8 +211,10 @@ def test_joint_data_layout_is_checked(tmp_path):
     path = tmp_path / "train_data_joint.npy"
     np.save(path, np.zeros((2, 3, 10, 25, 2), np.float32))
     assert isinstance(open_joint_data(path), np.memmap)
+    np.save(path, np.zeros((2, 2, 10, 17, 2), np.float32))  # x y image keypoints (dataset custom)
+    assert open_joint_data(path).shape[1] == 2
     for bad, problem in [(np.zeros((2, 3, 10, 25), np.float32), "expected shape"),
-                         (np.zeros((2, 2, 10, 25, 2), np.float32), "expected shape"),
+                         (np.zeros((2, 4, 10, 25, 2), np.float32), "expected shape"),
                          (np.zeros((2, 3, 10, 25, 2), np.int16), "expected a float array")]:
         np.save(path, bad)
         with pytest.raises(DataFileError, match=problem):
