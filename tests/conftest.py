@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).resolve().parent / "golden"  # where the numbers come from: golden/README.md
@@ -259,3 +260,63 @@ def wait_for_progress(process, log, accept):
         if progress and accept(*map(int, progress[-1])):
             return int(progress[-1][0])
         time.sleep(0.02)
+
+
+# ---------------------------------------------------------------------------------------------
+# In-process pretraining runs: straight, interrupted and resumed
+# ---------------------------------------------------------------------------------------------
+
+def run_args(data_root, run_dir, *extra):
+    """pretrain.py's parsed arguments for a tiny run on `data_root` into `run_dir`."""
+    from options.pretrain import build_parser
+
+    return build_parser().parse_args([*TINY_RUN, "--data-root", str(data_root), "--checkpoint-path", str(run_dir),
+                                      *extra])
+
+
+def without_zero_gradient_entries(key, a, b):
+    """Drop the entries whose gradient is zero in exact arithmetic, so rounding noise decides its sign.
+
+    Adam's first step moves every weight by about lr * sign(gradient), so on those entries two
+    correct runs differ by 2 lr. They are the key bias of attention (adding a constant to every key
+    leaves the softmax unchanged), and every bias that shifts all samples of the batch alike right
+    before a BatchNorm, which subtracts the batch mean: the projector Linears' biases and the encoder's
+    last LayerNorm bias (a constant on every token survives max-pooling and reaches the projectors'
+    first BatchNorm through a Linear).
+    """
+    if key.endswith("self_attn.in_proj_bias"):
+        third = a.shape[0] // 3
+        keep = torch.ones_like(a, dtype=torch.bool)
+        keep[third:2 * third] = False
+        return a[keep], b[keep]
+    if ("projector" in key and key.endswith((".0.bias", ".3.bias"))) or key.endswith("layers.0.norm2.bias"):
+        return a[:0], b[:0]
+    return a, b
+
+
+class Interrupted(Exception):
+    pass
+
+
+def straight_and_resumed(data_root, tmp_path, extra, monkeypatch):
+    """Run `extra` straight through, and again interrupted in epoch 2 then started again with the same
+    command; returns both run folders (for 3-epoch runs)."""
+    import pretrain
+
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    pretrain.main(run_args(data_root, straight, *extra))
+    real_epoch, calls = pretrain.train_one_epoch, []
+
+    def dies_in_epoch_two(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise Interrupted("killed during epoch 2")
+        return real_epoch(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pretrain, "train_one_epoch", dies_in_epoch_two)
+        with pytest.raises(Interrupted):
+            pretrain.main(run_args(data_root, resumed, *extra))
+    assert read_checkpoint(resumed / "checkpoint_last.pth.tar")["epoch"] == 2
+    pretrain.main(run_args(data_root, resumed, *extra))  # the same command again: resumes by itself
+    return straight, resumed

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_pretrain import make_demo_data
+from conftest import make_demo_data
 
 import action_retrieval
 from options.downstream import build_retrieval_parser

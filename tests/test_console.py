@@ -59,7 +59,7 @@ def test_every_run_folder_holds_its_train_log_and_environment(tmp_path, capsys):
     import pretrain
     from options.downstream import build_retrieval_parser
     from conftest import make_demo_data
-    from test_pretrain import run_args
+    from conftest import run_args
 
     root = make_demo_data(tmp_path / "data")
     run_dir = tmp_path / "pretrain"

@@ -21,7 +21,7 @@ import utils
 from checkpoint import read_checkpoint
 from options.pretrain import build_parser
 from conftest import TINY_RUN, epoch_losses, make_demo_data, torch_threads, torchrun
-from test_pretrain import straight_and_resumed, without_zero_gradient_entries
+from conftest import straight_and_resumed, without_zero_gradient_entries
 from umurl import UmURL, UmURLConfig, umurl_loss
 
 ROOT = Path(__file__).resolve().parents[1]

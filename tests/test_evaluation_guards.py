@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from test_pretrain import make_demo_data
+from conftest import make_demo_data
 
 import action_recognition
 import action_retrieval

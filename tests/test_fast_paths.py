@@ -18,7 +18,7 @@ from checkpoint import read_checkpoint
 from conftest import epoch_losses, make_demo_data
 from skeleton import NTU_25, joint_to_bone
 from tests.test_golden import FEATURE_RTOL, GRAD_RTOL, golden_config, relative_error, zero_in_exact_arithmetic
-from tests.test_pretrain import run_args
+from conftest import run_args
 from umurl import UmURL, UmURLConfig, covariance_penalty, off_diagonal, umurl_loss, variance_covariance
 
 TINY = UmURLConfig(hidden_size=16, num_head=2, num_layer=1)

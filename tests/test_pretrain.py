@@ -11,7 +11,8 @@ import torch
 
 import pretrain
 from checkpoint import load_encoder_weights, read_checkpoint
-from conftest import TINY_RUN as TINY, epoch_losses, make_demo_data
+from conftest import TINY_RUN as TINY
+from conftest import epoch_losses, make_demo_data, run_args, straight_and_resumed, without_zero_gradient_entries
 from options.pretrain import build_parser
 from umurl import DownstreamModel, LossWeights, UmURLConfig
 
@@ -23,37 +24,12 @@ def data_root(tmp_path_factory):
     return make_demo_data(tmp_path_factory.mktemp("data"))
 
 
-def run_args(data_root, run_dir, *extra):
-    return build_parser().parse_args([*TINY, "--data-root", str(data_root), "--checkpoint-path", str(run_dir),
-                                      *extra])
-
-
 def log_field(run_dir, name):
     return [json.loads(line)[name] for line in (run_dir / "log.jsonl").read_text().splitlines()]
 
 
 def weights(run_dir, name="checkpoint_last.pth.tar"):
     return read_checkpoint(run_dir / name)["state_dict"]
-
-
-def without_zero_gradient_entries(key, a, b):
-    """Drop the entries whose gradient is zero in exact arithmetic, so rounding noise decides its sign.
-
-    Adam's first step moves every weight by about lr * sign(gradient), so on those entries two
-    correct runs differ by 2 lr. They are the key bias of attention (adding a constant to every key
-    leaves the softmax unchanged), and every bias that shifts all samples of the batch alike right
-    before a BatchNorm, which subtracts the batch mean: the projector Linears' biases and the encoder's
-    last LayerNorm bias (a constant on every token survives max-pooling and reaches the projectors'
-    first BatchNorm through a Linear).
-    """
-    if key.endswith("self_attn.in_proj_bias"):
-        third = a.shape[0] // 3
-        keep = torch.ones_like(a, dtype=torch.bool)
-        keep[third:2 * third] = False
-        return a[keep], b[keep]
-    if ("projector" in key and key.endswith((".0.bias", ".3.bias"))) or key.endswith("layers.0.norm2.bias"):
-        return a[:0], b[:0]
-    return a, b
 
 
 def test_two_gloo_processes_match_one_process_on_the_same_global_batch(data_root, tmp_path):
@@ -83,32 +59,6 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batch(data_root
             assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), key
     # The BatchNorm running statistics are those of the global batch on both.
     assert torch.allclose(one["j_projector.1.running_var"], two["j_projector.1.running_var"], rtol=1e-4)
-
-
-class Interrupted(Exception):
-    pass
-
-
-def straight_and_resumed(data_root, tmp_path, extra, monkeypatch):
-    """Run `extra` straight through, and again interrupted in epoch 2 then started again with the same
-    command; returns both run folders (for 3-epoch runs)."""
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    pretrain.main(run_args(data_root, straight, *extra))
-    real_epoch, calls = pretrain.train_one_epoch, []
-
-    def dies_in_epoch_two(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise Interrupted("killed during epoch 2")
-        return real_epoch(*args, **kwargs)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(pretrain, "train_one_epoch", dies_in_epoch_two)
-        with pytest.raises(Interrupted):
-            pretrain.main(run_args(data_root, resumed, *extra))
-    assert read_checkpoint(resumed / "checkpoint_last.pth.tar")["epoch"] == 2
-    pretrain.main(run_args(data_root, resumed, *extra))  # the same command again: resumes by itself
-    return straight, resumed
 
 
 def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(data_root, tmp_path, monkeypatch):

@@ -339,7 +339,7 @@ import sys
 sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / "tests")!r}]
 from pathlib import Path
 from conftest import make_demo_data
-from test_pretrain import run_args
+from conftest import run_args
 import preemption
 import pretrain
 root = make_demo_data(Path({str(tmp_path / "data")!r}))

@@ -2,7 +2,7 @@
 import json
 
 import numpy as np
-from test_pretrain import make_demo_data
+from conftest import make_demo_data
 
 import tsne
 from options.downstream import build_tsne_parser
