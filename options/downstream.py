@@ -86,7 +86,8 @@ def build_recognition_parser():
                            "the stored features (the frozen encoder and un-augmented inputs make every epoch's "
                            "features identical); --no-cache-features re-encodes every batch of every epoch")
     _common(parser, "./checkpoints/action_recognition", "config.json, log.jsonl (one line per epoch), TensorBoard "
-            "scalars, results.json, model_final.pth.tar and, with --label-fraction, labelled_samples.json")
+            "scalars, results.json, confusion_matrix.png, model_final.pth.tar and, with --label-fraction, "
+            "labelled_samples.json")
     add_retired_args(parser, RECOGNITION)
     return parser
 
@@ -113,7 +114,7 @@ def build_retrieval_parser():
                      help="validation samples compared at once: memory is chunk-size x training samples floats")
     knn.add_argument("-b", "--batch-size", type=int, default=512, action=checked(at_least(1)),
                      help="feature-extraction batch")
-    _common(parser, "./checkpoints/action_retrieval", "config.json and results.json")
+    _common(parser, "./checkpoints/action_retrieval", "config.json, results.json and confusion_matrix.png")
     add_retired_args(parser, RETRIEVAL)
     return parser
 
