@@ -64,6 +64,7 @@ FORMAT = "umurl-features-v1"
 # What raw NTU RGB+D files hold, as ntu_gendata.py converts them: 25 joints, xyz, the two main bodies.
 NTU_FILES = SkeletonLayout(NTU_25, num_coords=3, num_persons=MAX_BODIES_KEPT, description="NTU RGB+D .skeleton")
 UNKNOWN_LABEL = -1
+NPY_MAGIC, ZIP_MAGIC = b"\x93NUMPY", b"PK\x03\x04"  # how a .npy file and a .npz archive (a zip) begin
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,13 +141,24 @@ def read_sequence_files(paths, layout):
             for name in source.files:
                 yield name, UNKNOWN_LABEL, as_sample(source[name], source.where(name), layout)
             continue
-        try:
-            array = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as error:
-            raise CustomDataError(f"{path}: not a readable .npy array ({error})") from None
-        if not isinstance(array, np.ndarray):  # a .npz archive under another name
-            raise CustomDataError(f"{path}: holds several arrays; name the file .npz to embed each of them")
-        yield path.stem, UNKNOWN_LABEL, as_sample(array, str(path), layout)
+        yield path.stem, UNKNOWN_LABEL, as_sample(load_npy(path), str(path), layout)
+
+
+def load_npy(path):
+    """The array of a .npy file, never unpickled; CustomDataError naming the file and the problem otherwise."""
+    with open(path, "rb") as f:
+        magic = f.read(len(NPY_MAGIC))
+    if magic.startswith(ZIP_MAGIC):
+        raise CustomDataError(f"{path}: holds several arrays (a .npz archive): name it .npz to embed each of them")
+    if magic != NPY_MAGIC:
+        raise CustomDataError(f"{path}: not a .npy file (no .npy header): save each sequence with numpy.save")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as error:
+        if "pickle" in str(error):
+            raise CustomDataError(f"{path}: holds Python objects, not numbers; pickled data is never loaded: save "
+                                  f"a numeric array") from None
+        raise CustomDataError(f"{path}: not a readable .npy array ({error})") from None
 
 
 # ---------------------------------------------------------------------------------------------

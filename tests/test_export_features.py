@@ -234,6 +234,17 @@ def test_bad_files_and_a_checkpoint_of_another_skeleton_are_refused_naming_them(
     with pytest.raises(CustomDataError) as error:
         export(*RANDOM, "--sequence", clip, "--layout", "msr20", "--output", output)
     assert str(error.value) == f"{clip}: 25 joints x 3 coordinates, but the layout msr20 has 20 x 3"
+    assert not output.exists()
+    # Files that are not numeric .npy arrays: text, a Python object array, an archive under a .npy name.
+    text, objects, archive = tmp_path / "text.npy", tmp_path / "objects.npy", tmp_path / "archive.npy"
+    text.write_text("1 2 3\n")
+    np.save(objects, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with open(archive, "wb") as f:
+        np.savez(f, clip=np.ones((10, 20, 3)))
+    for path, problem in ((text, "not a .npy file"), (objects, "holds Python objects, not numbers"),
+                          (archive, "holds several arrays")):
+        with pytest.raises(CustomDataError, match=f"^{path}: {problem}"):
+            export(*RANDOM, "--sequence", path, "--layout", "msr20", "--output", output)
     with pytest.raises(SystemExit, match="--sequence needs --layout"):
         export(*RANDOM, "--sequence", clip, "--output", output)
     # A checkpoint pretrained on MSR Action3D cannot embed NTU files.
