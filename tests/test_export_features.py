@@ -27,7 +27,10 @@ from umurl import DownstreamModel, UmURL, UmURLConfig
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REAL_SKELETON = os.path.join(ROOT, "..", "shared", "fixtures", "S002C003P008R002A055.skeleton")
+# The one real NTU RGB+D file: beside the checkout, or inside it once the golden files live in tests/golden.
+REAL_SKELETON = next((path for path in (os.path.join(ROOT, "tests", "golden", "S002C003P008R002A055.skeleton"),
+                                        os.path.join(ROOT, "..", "shared", "fixtures", "S002C003P008R002A055.skeleton"))
+                      if os.path.isfile(path)), None)
 CPU = ["--device", "cpu", "--workers", "0"]
 RANDOM = [*CPU, "--hidden-size", "16", "--seed", "0"]  # random weights of the tiny model
 TINY = UmURLConfig(hidden_size=16, projector_dim=32)
@@ -200,8 +203,8 @@ def test_an_embedded_custom_sequence_equals_its_sample_exported_from_the_convert
 def test_the_real_ntu_file_embeds_as_it_converts(tmp_path):
     # Optional: the one real NTU RGB+D file beside the checkout (subject 8, a training subject), converted
     # together with a generated file of a validation subject so that both splits hold a sample.
-    if not os.path.isfile(REAL_SKELETON):
-        pytest.skip(f"{REAL_SKELETON} not found (../shared/fixtures beside the checkout)")
+    if REAL_SKELETON is None:
+        pytest.skip("S002C003P008R002A055.skeleton not found (tests/golden, or ../shared/fixtures beside the checkout)")
     raw = tmp_path / "raw"
     raw.mkdir()
     shutil.copy(REAL_SKELETON, raw)
