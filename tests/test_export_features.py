@@ -200,6 +200,18 @@ def test_an_embedded_custom_sequence_equals_its_sample_exported_from_the_convert
     np.testing.assert_array_equal(archived["features"], embedded["features"])
 
 
+def test_2d_keypoint_sequences_embed_with_an_encoder_of_two_coordinates(tmp_path):
+    # COCO-17 keypoints of a pose estimator, one and two persons, float16 as PYSKL stores them.
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "one.npy", rng.normal(size=(30, 17, 2)).astype(np.float16))
+    np.save(tmp_path / "two.npy", rng.normal(size=(2, 12, 17, 2)).astype(np.float16))
+    arrays, metadata = export(*RANDOM, "--sequence", tmp_path / "one.npy", tmp_path / "two.npy", "--layout", "coco17",
+                              "--output", tmp_path / "coco.npz")
+    assert arrays["features"].shape == (2, 32) and np.isfinite(arrays["features"]).all()
+    config = metadata["model_config"]
+    assert (config["layout"], config["num_coords"], config["num_joints"], config["num_persons"]) == ("coco17", 2, 17, 2)
+
+
 def test_the_real_ntu_file_embeds_as_it_converts(tmp_path):
     # Optional: the one real NTU RGB+D file beside the checkout (subject 8, a training subject), converted
     # together with a generated file of a validation subject so that both splits hold a sample.
