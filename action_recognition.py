@@ -22,14 +22,16 @@ draws f of each class's training samples (at least one) with --seed and writes t
 labelled_samples.json in the run folder.
 
 Evaluation runs in one process on one device; a multi-process torchrun launch is refused. The run
-folder receives config.json, log.jsonl, TensorBoard scalars, results.json and model_final.pth.tar
-(a folder holding an earlier run's results is refused unless --overwrite: two runs never mix);
-the last line printed is `RESULT <linear|finetune|semi> best_top1=... best_top5=... best_epoch=...
-final_top1=... final_top5=... ...`.
+folder receives config.json, log.jsonl, TensorBoard scalars, results.json, confusion_matrix.png and
+model_final.pth.tar (a folder holding an earlier run's results is refused unless --overwrite: two runs
+never mix); the last line printed is `RESULT <linear|finetune|semi> best_top1=... best_top5=...
+best_epoch=... final_top1=... final_top5=... ...`.
 
 The figure to compare with the paper is best_top1: the released script prints "Final best accuracy",
 the best validation top-1 over its evaluations (every 5 epochs). best_top5 is the top-5 of that same
-evaluation; final_top1/final_top5 are those of the last epoch.
+evaluation; final_top1/final_top5 are those of the last epoch. The per-class results in results.json
+(per_class_top1, mean_class_top1, confusion_matrix, class_names where the dataset has them) and
+confusion_matrix.png are those of the same best evaluation (`per_class_evaluation` names its epoch).
 """
 import json
 import time
@@ -152,9 +154,11 @@ def train_one_epoch(model, batches, optimizer, scaler, device, amp_dtype, *, fro
 
 @torch.no_grad()
 def evaluate(model, batches, device, amp_dtype, *, from_features):
-    """Mean loss, top-1 and top-5 (%) over (x, y) batches, model in eval mode."""
+    """Mean loss, top-1 and top-5 (%) over (x, y) batches, model in eval mode; and (predictions, labels),
+    each (N,) int64 on the CPU in batch order, for the per-class results of this evaluation."""
     model.eval()
     loss_meter, correct, seen = utils.AverageMeter(), np.zeros(2, dtype=np.int64), 0
+    predictions, labels = [], []
     for x, y in batches:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with utils.autocast(device, amp_dtype):
@@ -162,8 +166,11 @@ def evaluate(model, batches, device, amp_dtype, *, from_features):
         loss_meter.update(F.cross_entropy(logits.float(), y).item(), len(y))
         correct += utils.topk_correct(logits, y, ks=(1, 5))
         seen += len(y)
+        predictions.append(logits.argmax(dim=1).cpu())
+        labels.append(y.cpu())
     top1, top5 = 100.0 * correct / max(seen, 1)
-    return {"loss": loss_meter.avg, "top1": float(top1), "top5": float(top5)}
+    metrics = {"loss": loss_meter.avg, "top1": float(top1), "top5": float(top5)}
+    return metrics, (torch.cat(predictions), torch.cat(labels))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,7 +182,8 @@ def fit(model, parameters, train_data, val_data, run_dir, args, device, amp_dtyp
     """--epochs of SGD on `parameters` with the step schedule, evaluating every --eval-freq epochs and after
     the last; logs log.jsonl and TensorBoard in run_dir. train_data/val_data: datasets, or (features,
     labels) when from_features. Checks the frozen encoder (snapshot) after the first epoch. Returns the
-    best evaluation (the released figure) and the last one, each {loss, top1, top5, epoch}."""
+    best evaluation (the released figure) and the last one, each {loss, top1, top5, epoch}, and the best
+    one's (predictions, labels) for its per-class results."""
     num_train = len(train_data[1]) if from_features else len(train_data)
     num_val = len(val_data[1]) if from_features else len(val_data)
     optimizer = torch.optim.SGD(parameters, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
@@ -195,11 +203,11 @@ def fit(model, parameters, train_data, val_data, run_dir, args, device, amp_dtyp
             check_encoder_unchanged(model, snapshot)
         record = {"epoch": epoch, "lr": lr, "train_loss": stats["loss"], "train_top1": stats["top1"]}
         if (epoch + 1) % args.eval_freq == 0 or epoch == args.epochs - 1:
-            metrics = evaluate(model, batches_of(val_data, val_batches, args.workers, device), device, amp_dtype,
-                               from_features=from_features)
+            metrics, outputs = evaluate(model, batches_of(val_data, val_batches, args.workers, device), device,
+                                        amp_dtype, from_features=from_features)
             record.update({f"val_{key}": value for key, value in metrics.items()})
             if metrics["top1"] > best["top1"]:
-                best = {**metrics, "epoch": epoch}
+                best, best_outputs = {**metrics, "epoch": epoch}, outputs
             for key, value in metrics.items():
                 writer.add_scalar(f"val/{key}", value, epoch)
             epochs.write(f"epoch {epoch}: train loss {stats['loss']:.4f}, val top-1 {metrics['top1']:.2f} "
@@ -210,7 +218,7 @@ def fit(model, parameters, train_data, val_data, run_dir, args, device, amp_dtyp
         writer.add_scalar("train/lr", lr, epoch)
         utils.append_jsonl(run_dir / "log.jsonl", record)
     writer.close()
-    return best, {**metrics, "epoch": args.epochs - 1}  # the last epoch is always evaluated
+    return best, {**metrics, "epoch": args.epochs - 1}, best_outputs  # the last epoch is always evaluated
 
 
 def mode_name(args):
@@ -248,6 +256,7 @@ def main(args):
         device, amp_dtype = evaluation.device_and_precision("action_recognition.py", args)
         mode = mode_name(args)
         data = evaluation.load_splits(args)
+        class_names = evaluation.class_names_of(args.dataset, data)
         model, source = evaluation.load_encoder(args, data, device)
         # After the checkpoint was found usable: --overwrite then deletes the earlier results.
         run_dir, config = evaluation.open_run_folder(args, train_log, device, amp_dtype, model.config, mode=mode)
@@ -275,8 +284,8 @@ def main(args):
             utils.main_print(f"encoded {len(train_set)} + {len(val_set)} samples in {feature_time:.1f}s")
 
         train_start = time.perf_counter()
-        best, final = fit(model, parameters, train_data, val_data, run_dir, args, device, amp_dtype,
-                          from_features=from_features, snapshot=snapshot, mode=mode)
+        best, final, (predictions, labels) = fit(model, parameters, train_data, val_data, run_dir, args, device,
+                                                 amp_dtype, from_features=from_features, snapshot=snapshot, mode=mode)
         train_time = time.perf_counter() - train_start
 
         if snapshot is not None:
@@ -289,7 +298,12 @@ def main(args):
                    # best_*: the released figure ("Final best accuracy"), the one to compare with the paper.
                    "best_top1": best["top1"], "best_top5": best["top5"], "best_epoch": best["epoch"],
                    "final_top1": final["top1"], "final_top5": final["top5"], "epochs": args.epochs,
-                   "feature_time_s": feature_time, "train_time_s": train_time}
+                   "feature_time_s": feature_time, "train_time_s": train_time,
+                   # Per class: the best evaluation's predictions, so that they add up to best_top1.
+                   "per_class_evaluation": {"split": "val", "epoch": best["epoch"]}}
+        results.update(evaluation.per_class_results(
+            run_dir, predictions, labels, classes, class_names,
+            title=f"{mode}, {args.dataset} {args.protocol}, validation at epoch {best['epoch']} (best top-1)"))
         save_atomic({"epoch": args.epochs, "state_dict": model.state_dict(), "model_config": model.config.to_dict(),
                      "config": config, "results": results}, run_dir / "model_final.pth.tar")
         evaluation.finish(run_dir, mode, results, {

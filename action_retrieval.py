@@ -12,8 +12,10 @@ Predictions equal sklearn's KNeighborsClassifier(n_neighbors=k, metric="cosine")
 rule: a tie between classes goes to the smallest label.
 
 One process on one device; a multi-process torchrun launch is refused. The run folder receives
-config.json and results.json (a folder holding an earlier run's results is refused unless
---overwrite); the last line printed is `RESULT knn top1=... k=... dataset=...`.
+config.json, results.json (top1 and the per-class results of the predictions: per_class_top1,
+mean_class_top1, confusion_matrix, class_names where the dataset has them) and confusion_matrix.png
+(a folder holding an earlier run's results is refused unless --overwrite); the last line printed is
+`RESULT knn top1=... k=... dataset=...`.
 """
 import time
 from contextlib import ExitStack
@@ -49,16 +51,18 @@ def knn_predict(train_features, train_labels, query_features, k=1, chunk_size=10
 
 
 def evaluate(train_features, train_labels, val_features, val_labels, k, chunk_size, num_classes):
-    """kNN top-1 (%) of the validation set against the training set."""
+    """kNN top-1 (%) of the validation set against the training set, and the predicted labels
+    (`predictions`, (N_val,) int64) for the per-class results."""
     train_features, val_features = F.normalize(train_features, dim=1), F.normalize(val_features, dim=1)
     predictions = knn_predict(train_features, train_labels, val_features, k, chunk_size, num_classes)
-    return {"top1": 100.0 * (predictions == val_labels).double().mean().item()}
+    return {"top1": 100.0 * (predictions == val_labels).double().mean().item(), "predictions": predictions}
 
 
 def main(args):
     with ExitStack() as train_log:  # the run folder's train.log, once the folder is ready
         device, amp_dtype = evaluation.device_and_precision("action_retrieval.py", args)
         data = evaluation.load_splits(args)
+        class_names = evaluation.class_names_of(args.dataset, data)
         if not 1 <= args.knn_neighbours <= len(data.train):
             raise SystemExit(f"--knn-neighbours must be between 1 and the {len(data.train)} training samples, "
                              f"got {args.knn_neighbours}")
@@ -84,6 +88,9 @@ def main(args):
                    "val_samples": len(data.val),
                    "pretrained": str(args.pretrained), "top1": metrics["top1"], "feature_time_s": feature_time,
                    "knn_time_s": time.perf_counter() - tick}
+        results.update(evaluation.per_class_results(
+            run_dir, metrics["predictions"], val_labels, data.num_classes, class_names,
+            title=f"kNN (k={args.knn_neighbours}), {args.dataset} {args.protocol}, validation"))
         evaluation.finish(run_dir, "knn", results, {
             "top1": metrics["top1"], "k": args.knn_neighbours, "dataset": args.dataset, "protocol": args.protocol,
             "modalities": "+".join(model.modalities)})

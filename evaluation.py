@@ -6,6 +6,7 @@
     model, source = evaluation.load_encoder(args, data, device)  # sizes from the checkpoint
     run_dir, config = evaluation.open_run_folder(args, train_log, device, amp_dtype, model.config)
     features, labels = evaluation.extract_features(model, data.train, ...)
+    results.update(evaluation.per_class_results(run_dir, predictions, labels, data.num_classes, names, title))
     evaluation.finish(run_dir, "knn", results, fields)  # results.json and the RESULT line
 
 Every input (the launch, the data files, the checkpoint and its sizes) is checked before the run
@@ -20,17 +21,22 @@ match the evaluated dataset's.
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 import console
+import metrics
 import utils
-from checkpoint import CheckpointError, CheckpointMismatch, load_encoder_weights, model_state_dict, read_checkpoint
+from checkpoint import (CheckpointError, CheckpointMismatch, current_umask, load_encoder_weights, model_state_dict,
+                        read_checkpoint)
 from dataset import build_downstream_datasets, num_classes
 from options.common import model_config, resolve_protocol, size_flags
+from safe_io import DataFileError
 from umurl import DownstreamModel, UmURLConfig
 
 # The fields of UmURLConfig that the data fix; a checkpoint transfers only where they all agree.
@@ -85,6 +91,17 @@ def load_splits(args):
     protocol = resolve_protocol(args)
     train, val = build_downstream_datasets(args.data_root, args.dataset, args.protocol)
     return Splits(protocol, train, val, num_classes(args.data_root, args.dataset, args.protocol))
+
+
+def class_names_of(dataset, data):
+    """The class names of the evaluated data in label order, or None where it has none: a custom
+    dataset's own (its Protocol's `class_names`, from the converter's metadata), else the shipped list
+    of a built-in dataset (metrics.class_names). Checked against the class count before any work."""
+    names = getattr(data.protocol, "class_names", None) or metrics.class_names(dataset)
+    if names is not None and len(names) != data.num_classes:
+        raise DataFileError(f"{dataset} {data.protocol.protocol}: {len(names)} class names for its "
+                            f"{data.num_classes} classes")
+    return None if names is None else list(names)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,10 +160,11 @@ def skeleton_mismatch(saved, wanted):
     return saved_text, wanted_text
 
 
-def encoder_config(args, wanted, checkpoint=None):
+def encoder_config(args, wanted, checkpoint=None, data_name=None):
     """The UmURLConfig to evaluate: the checkpoint's when it records one, else `wanted` (the evaluated
     dataset's skeleton with the size flags, or the released sizes). One line of SystemExit for a size
-    flag that contradicts the checkpoint, one of CheckpointMismatch for a checkpoint of another skeleton."""
+    flag that contradicts the checkpoint, one of CheckpointMismatch for a checkpoint of another skeleton.
+    data_name: what holds the evaluated skeletons, for that line (default: the dataset and protocol)."""
     flags = size_flags(args)
     saved = saved_model_config(checkpoint, args.pretrained) if checkpoint is not None else None
     if saved is None:
@@ -157,7 +175,8 @@ def encoder_config(args, wanted, checkpoint=None):
                          f"with and evaluation builds the encoder from them; leave the size flags out")
     mismatch = skeleton_mismatch(saved, wanted)
     if mismatch is not None:
-        raise CheckpointMismatch(f"{args.pretrained}: pretrained on {mismatch[0]}, but {args.dataset} {args.protocol} "
+        data_name = data_name or f"{args.dataset} {args.protocol}"
+        raise CheckpointMismatch(f"{args.pretrained}: pretrained on {mismatch[0]}, but {data_name} "
                                  f"holds {mismatch[1]}: an encoder transfers only between datasets of the same "
                                  f"skeleton layout")
     return saved
@@ -166,6 +185,16 @@ def encoder_config(args, wanted, checkpoint=None):
 def load_encoder(args, data, device):
     """DownstreamModel(config, classes, --modalities) on `device` with the encoder of --pretrained, or
     random weights without it; returns (model, a one-line description of where the weights came from).
+    The encoder's skeleton is that of `data` (Splits); see build_encoder.
+    """
+    wanted = model_config(data.protocol, **size_flags(args))  # checks --hidden-size against --num-head
+    return build_encoder(args, wanted, data.num_classes, device)
+
+
+def build_encoder(args, wanted, classes, device, data_name=None):
+    """load_encoder for skeletons described by `wanted` (a UmURLConfig: the data's skeleton with the size
+    flags) rather than by a protocol: the checkpoint's model_config must agree with it (see encoder_config;
+    data_name says what holds those skeletons in the error). `classes`: the classifier's outputs.
 
     Seeds with --seed first: the classifier's N(0, 0.01) initialisation (and a random encoder) draw
     from it. `--pretrained` may be our checkpoint or a released one (`module.` prefix). A missing,
@@ -173,11 +202,10 @@ def load_encoder(args, data, device):
     a model_config that does not fit the sizes it was built for raises CheckpointMismatch naming every
     misfit key and those sizes.
     """
-    wanted = model_config(data.protocol, **size_flags(args))  # checks --hidden-size against --num-head
     utils.seed_everything(args.seed)
     checkpoint = read_checkpoint(args.pretrained) if args.pretrained is not None else None
-    config = encoder_config(args, wanted, checkpoint)
-    model = DownstreamModel(config, data.num_classes, args.modalities)
+    config = encoder_config(args, wanted, checkpoint, data_name)
+    model = DownstreamModel(config, classes, args.modalities)
     if checkpoint is None:
         return model.to(device), "randomly initialised encoder (no --pretrained): a baseline"
     try:
@@ -220,7 +248,7 @@ def extract_features(model, dataset, batch_size, workers, device, amp_dtype, des
 # is an earlier run's result, which a new run would mix with (log.jsonl appended to, TensorBoard events
 # side by side) or replace without a word.
 EVALUATION_OUTPUTS = ("results.json", "log.jsonl", "tensorboard", "model_final.pth.tar", "labelled_samples.json",
-                      "tsne.png", "train.log")
+                      "tsne.png", "confusion_matrix.png", "train.log")
 
 
 def prepare_evaluation_folder(folder, overwrite):
@@ -272,8 +300,37 @@ def result_line(kind, fields):
     return " ".join(["RESULT", kind, *(f"{key}={text(value)}" for key, value in fields.items())])
 
 
+def per_class_results(run_dir, predictions, labels, num_classes, class_names=None, title=None):
+    """Per-class accuracy, mean-class accuracy, the confusion matrix and the class names (metrics.class_metrics)
+    of one set of validation predictions, for results.json; the matrix is also drawn into
+    confusion_matrix.png in the run folder. predictions, labels: (N,) class indices."""
+    record = metrics.class_metrics(predictions, labels, num_classes, class_names)
+    metrics.plot_confusion_matrix(record["confusion_matrix"], Path(run_dir) / "confusion_matrix.png", class_names,
+                                  title)
+    return record
+
+
 def finish(run_dir, kind, results, fields):
-    """Write results.json (the run's final metrics and what produced them), then print the RESULT line of
-    `fields`, the last line of the run."""
-    (Path(run_dir) / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    """Write results.json (the run's final metrics and what produced them) atomically, so that it is the
+    complete new file or not there, then print the RESULT line of `fields`, the last line of the run."""
+    metrics.write_atomic(Path(run_dir) / "results.json",
+                         (json.dumps(results, indent=2, default=str) + "\n").encode())
     print(result_line(kind, fields), flush=True)
+
+
+def write_npz_atomic(path, arrays):
+    """np.savez of {name: array} to a temporary file beside `path`, fsync, then rename over it: `path` is
+    the complete new file or what it was before, never a partial one. No array may need pickling (no
+    object dtype), so that np.load reads the file without allow_pickle."""
+    path = Path(path)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # a file like any other the user writes, not mkstemp's 0o600
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **{name: np.asarray(value) for name, value in arrays.items()}, allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

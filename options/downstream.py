@@ -1,4 +1,5 @@
-"""Command lines of the evaluation scripts: action_recognition.py, action_retrieval.py and tsne.py.
+"""Command lines of the evaluation scripts: action_recognition.py, action_retrieval.py, tsne.py and
+export_features.py.
 
 The released flag names are kept (`--finetune-dataset`, `--pretrained`, `--knn-neighbours`, ...);
 data, model-size and runtime groups come from options/common.py, shared with pretrain.py. The size
@@ -87,7 +88,8 @@ def build_recognition_parser():
                            "the stored features (the frozen encoder and un-augmented inputs make every epoch's "
                            "features identical); --no-cache-features re-encodes every batch of every epoch")
     _common(parser, "./checkpoints/action_recognition", "config.json, log.jsonl (one line per epoch), TensorBoard "
-            "scalars, results.json, model_final.pth.tar and, with --label-fraction, labelled_samples.json")
+            "scalars, results.json, confusion_matrix.png, model_final.pth.tar and, with --label-fraction, "
+            "labelled_samples.json")
     add_retired_args(parser, RECOGNITION)
     return parser
 
@@ -114,7 +116,7 @@ def build_retrieval_parser():
                      help="validation samples compared at once: memory is chunk-size x training samples floats")
     knn.add_argument("-b", "--batch-size", type=int, default=512, action=checked(at_least(1)),
                      help="feature-extraction batch")
-    _common(parser, "./checkpoints/action_retrieval", "config.json and results.json")
+    _common(parser, "./checkpoints/action_retrieval", "config.json, results.json and confusion_matrix.png")
     add_retired_args(parser, RETRIEVAL)
     return parser
 
@@ -134,4 +136,44 @@ def build_tsne_parser():
     plot.add_argument("-b", "--batch-size", type=int, default=512, action=checked(at_least(1)),
                       help="feature-extraction batch")
     _common(parser, "./checkpoints/tsne", "config.json, tsne.png and results.json")
+    return parser
+
+
+# T_max of the prepared arrays as the converters write them (data_gen/ntu_gendata.py, custom_gendata.py):
+# an embedded file is padded, or resampled when longer, to it before the normalisation, as they do.
+CONVERTER_MAX_FRAMES = 300
+
+
+def build_export_parser():
+    parser = ArgumentParser(
+        description="Write the encoder's feature (y_u, or the fused feature of --modalities) of every sample of a "
+                    "prepared split, or of skeleton files embedded directly, with names and labels to one .npz "
+                    "file. One process, one device, fp32 by default.",
+        formatter_class=HelpFormatter)
+    add_encoder_args(parser)
+    data = add_data_args(parser, ("--finetune-dataset", "--dataset"))
+    data.add_argument("--split", default="both", choices=("train", "val", "both"),
+                      help="which split of the prepared dataset to export (both: train, then val)")
+    files = parser.add_argument_group(
+        "files to embed instead of a prepared dataset, with the converters' preprocessing")
+    given = files.add_mutually_exclusive_group()
+    given.add_argument("--skeleton", nargs="+", type=Path, metavar="FILE",
+                       help="raw NTU RGB+D .skeleton files (read as data_gen/ntu_gendata.py reads them)")
+    given.add_argument("--sequence", nargs="+", type=Path, metavar="FILE",
+                       help="custom-format sequences (data_gen/custom_gendata.py): .npy arrays (T, V, C) or "
+                            "(M, T, V, C), or .npz files of such arrays; needs --layout")
+    files.add_argument("--layout", default=None,
+                       help="the skeleton layout of --sequence: a layout file or a shipped layout's name (ntu25, "
+                            "coco17, ...), the one the data was converted with")
+    files.add_argument("--max-frames", type=int, default=CONVERTER_MAX_FRAMES, action=checked(at_least(1)),
+                       help="T_max the prepared data was converted with (the converters' --max-frames): a file is "
+                            "padded to it, or resampled when longer, before the normalisation")
+    add_model_args(parser, evaluation=True)
+    add_runtime_args(parser, evaluation=True)
+    parser.add_argument("-b", "--batch-size", type=int, default=512, action=checked(at_least(1)),
+                        help="feature-extraction batch")
+    parser.add_argument("--output", type=Path, required=True,
+                        help="the .npz file to write: features float32 (N, 2H), names, labels, splits, metadata "
+                             "(README, 'Exporting features')")
+    parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists (default: refuse)")
     return parser

@@ -16,13 +16,15 @@ import pytest
 
 import action_recognition
 import action_retrieval
+import export_features
 import pretrain
 import tsne
 from checkpoint import CheckpointError, read_checkpoint
 from data_gen.custom_gendata import convert, derived_min_crop
 from dataset import build_downstream_datasets
 from options.common import model_config
-from options.downstream import build_recognition_parser, build_retrieval_parser, build_tsne_parser
+from options.downstream import (build_export_parser, build_recognition_parser, build_retrieval_parser,
+                                build_tsne_parser)
 from options.pretrain import build_parser, resolve_pretraining_settings, view_config
 from options.protocols import get_protocol, read_metadata
 from safe_io import DataFileError
@@ -148,6 +150,15 @@ def test_2d_coco_keypoints_end_to_end(coco_2d, tmp_path):
     knn = action_retrieval.main(build_retrieval_parser().parse_args(
         evaluation_flags(coco_2d, tmp_path / "knn", checkpoint)))
     assert 0.0 <= knn["top1"] <= 100.0 and knn["protocol"] == "cross_subject"
+    # The folder's class names reach the per-class results.
+    assert knn["class_names"] == linear["class_names"] == ["action0", "action1", "action2"]
+    assert len(linear["confusion_matrix"]) == 3 and (tmp_path / "knn" / "confusion_matrix.png").exists()
+    # Features of the 2D folder, through the same encoder sizes the checkpoint recorded.
+    export_features.main(build_export_parser().parse_args(
+        ["--finetune-dataset", "custom", "--data-root", str(coco_2d), "--pretrained", str(checkpoint), *RUNTIME,
+         "--output", str(tmp_path / "features.npz")]))
+    with np.load(tmp_path / "features.npz", allow_pickle=False) as exported:
+        assert exported["features"].shape == (24, 32) and len(exported["names"]) == 24
     tsne.main(build_tsne_parser().parse_args(
         [*evaluation_flags(coco_2d, tmp_path / "tsne", checkpoint), "--num-classes", "3", "--perplexity", "2"]))
     assert (tmp_path / "tsne" / "tsne.png").stat().st_size > 0

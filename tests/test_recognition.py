@@ -76,6 +76,37 @@ def test_pretrain_checkpoint_is_probed_end_to_end_with_the_released_settings(dat
     best = next(record for record in evaluated if record["val_top1"] == results["best_top1"])
     assert (results["best_epoch"], results["best_top5"]) == (best["epoch"], best["val_top5"])
     assert any((run_dir / "tensorboard").iterdir())
+    # Per class: the best evaluation's 8 validation predictions, which add up to best_top1.
+    assert results["per_class_evaluation"] == {"split": "val", "epoch": results["best_epoch"]}
+    confusion = np.array(results["confusion_matrix"])
+    assert confusion.shape == (4, 4) and confusion.sum() == 8 and confusion.sum(axis=1).tolist() == [2, 2, 2, 2]
+    assert 100.0 * np.trace(confusion) / 8 == pytest.approx(results["best_top1"])
+    assert results["per_class_top1"] == pytest.approx((100.0 * np.diag(confusion) / 2).tolist())
+    assert results["mean_class_top1"] == pytest.approx(np.mean(results["per_class_top1"]))
+    assert "class_names" not in results  # the demo data has none
+    assert (run_dir / "confusion_matrix.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_per_class_results_come_from_the_best_evaluation_not_the_last(data_root, pretrained, tmp_path, monkeypatch):
+    # Scripted validation outcomes of three evaluations: the best (epoch 1) is neither the first nor the last.
+    labels = torch.arange(8) % 4  # the demo validation labels
+    outcomes = iter([torch.tensor([0, 1, 2, 3, 3, 3, 3, 3]),   # 62.5%
+                     torch.tensor([0, 1, 2, 3, 0, 1, 2, 2]),   # 87.5%: one sample of class 3 taken for 2
+                     torch.zeros(8, dtype=torch.int64)])       # 25%
+    def scripted_evaluate(model, batches, device, amp_dtype, *, from_features):
+        predictions = next(outcomes)
+        top1 = 100.0 * (predictions == labels).double().mean().item()
+        return {"loss": 1.0, "top1": top1, "top5": 100.0}, (predictions, labels)
+
+    monkeypatch.setattr(action_recognition, "evaluate", scripted_evaluate)
+    run_dir = tmp_path / "linear"
+    results = action_recognition.main(probe_args(data_root, run_dir, pretrained, "--epochs", "3", "--eval-freq", "1",
+                                                 "--batch-size", "8"))
+    assert (results["best_epoch"], results["best_top1"], results["final_top1"]) == (1, 87.5, 25.0)
+    assert results["per_class_evaluation"] == {"split": "val", "epoch": 1}
+    assert results["confusion_matrix"] == [[2, 0, 0, 0], [0, 2, 0, 0], [0, 0, 2, 0], [0, 0, 1, 1]]
+    assert results["per_class_top1"] == [100.0, 100.0, 100.0, 50.0] and results["mean_class_top1"] == 87.5
+    assert json.loads((run_dir / "results.json").read_text())["confusion_matrix"] == results["confusion_matrix"]
 
 
 def test_linear_probe_leaves_every_encoder_tensor_bitwise_unchanged(data_root, pretrained, tmp_path):

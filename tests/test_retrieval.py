@@ -10,7 +10,8 @@ from test_pretrain import make_demo_data
 
 import action_retrieval
 import evaluation
-from dataset import build_downstream_datasets
+import metrics
+from dataset import build_downstream_datasets, write_split
 from options.downstream import build_retrieval_parser
 from umurl import DownstreamModel, UmURLConfig
 
@@ -81,6 +82,41 @@ def test_script_matches_sklearn_on_the_encoder_features_and_prints_the_result_li
     (xt, yt), (xv, yv) = (evaluation.extract_features(model, split, 8, 0, device, None) for split in (train, val))
     predicted = KNeighborsClassifier(n_neighbors=3, metric="cosine").fit(xt.numpy(), yt.numpy()).predict(xv.numpy())
     assert results["top1"] == pytest.approx(100.0 * np.mean(predicted == yv.numpy()))
+    # Per class: the same predictions, class by class, in results.json and as a picture.
+    expected = metrics.class_metrics(predicted, yv.numpy(), 4)
+    saved = json.loads((tmp_path / "knn" / "results.json").read_text())
+    assert saved["confusion_matrix"] == expected["confusion_matrix"]
+    assert saved["per_class_top1"] == pytest.approx(expected["per_class_top1"])
+    assert saved["mean_class_top1"] == pytest.approx(expected["mean_class_top1"])
+    assert "class_names" not in saved  # the demo data has none
+    assert (tmp_path / "knn" / "confusion_matrix.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_a_dataset_with_class_names_has_them_in_results_json(tmp_path):
+    # MSR Action3D: 20 named classes, one person of 20 joints.
+    rng = np.random.default_rng(0)
+    for part, n in (("train", 20), ("val", 10)):
+        write_split(tmp_path / "data" / "MSR-Action3D" / "xsub", part,
+                    rng.standard_normal((n, 3, 30, 20, 1)).astype(np.float32), np.full(n, 30),
+                    [f"{part}{i}" for i in range(n)], np.arange(n) % 20)
+    results = action_retrieval.main(build_retrieval_parser().parse_args(
+        ["--hidden-size", "16", "--device", "cpu", "--workers", "0", "--finetune-dataset", "msr",
+         "--data-root", str(tmp_path / "data"), "--checkpoint-path", str(tmp_path / "knn")]))
+    assert results["class_names"] == metrics.class_names("msr") and len(results["class_names"]) == 20
+    assert len(results["confusion_matrix"]) == 20 and len(results["per_class_top1"]) == 20
+    assert results["per_class_top1"][10:] == [None] * 10  # classes without validation samples: no accuracy
+    assert (tmp_path / "knn" / "confusion_matrix.png").is_file()
+
+
+def test_an_earlier_confusion_matrix_is_an_earlier_result(data_root, tmp_path):
+    # A folder holding only an earlier run's picture is refused, and --overwrite replaces it.
+    run_dir = tmp_path / "knn"
+    run_dir.mkdir()
+    (run_dir / "confusion_matrix.png").write_bytes(b"an earlier run's picture")
+    with pytest.raises(SystemExit, match="already holds an earlier run's confusion_matrix.png"):
+        action_retrieval.main(retrieval_args(data_root, run_dir))
+    action_retrieval.main(retrieval_args(data_root, run_dir, "--overwrite"))
+    assert (run_dir / "confusion_matrix.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_impossible_k_is_refused(data_root, tmp_path):
