@@ -1,6 +1,6 @@
 """A worked example of the custom format (README, "Your own data"): MSR Action3D -> arrays and a CSV.
 
-    python examples/msr_action3d_to_custom.py --data-path ../shared/data/msr_action3d --out msr_clips
+    python examples/msr_action3d_to_custom.py --data-path data/msr_action3d --out msr_clips
     python data_gen/custom_gendata.py --sequences msr_clips/clips --labels msr_clips/labels.csv \\
         --layout msr20 --split-by subject --train-subjects 1 3 5 7 9 --out-folder data/msr_custom
     python pretrain.py --pre-dataset custom --data-root data/msr_custom
