@@ -5,13 +5,13 @@ the `module.` prefix of the data-parallel wrapper); both load. Reading never exe
 file (`weights_only=True`), and a checkpoint that does not fit the model is refused with every
 missing, unexpected and wrong-shaped key named, never merged in part.
 """
-import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 
 import torch
+
+from safe_io import write_atomic
 
 PROJECTOR_PREFIXES = ("j_projector.", "b_projector.", "m_projector.")
 HEAD_PREFIXES = ("fc.",)
@@ -26,25 +26,8 @@ class CheckpointMismatch(CheckpointError):
 
 
 def save_atomic(obj, path):
-    """torch.save to a temporary file in the same folder, fsync, then rename over `path`.
-
-    A crash at any moment leaves either the previous file or the complete new one, never a
-    truncated file under the final name. The file gets the permissions of any file the user creates
-    (0o666 less the umask), not mkstemp's owner-only 0o600: lab-mates on shared storage read checkpoints.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~current_umask())
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    """torch.save to `path` atomically (safe_io.write_atomic): the previous file or the complete new one."""
+    write_atomic(path, lambda f: torch.save(obj, f))
 
 
 # torch.save stores a checkpoint's members uncompressed in a zip archive, so their sizes add up to
@@ -84,13 +67,6 @@ def check_container(path):
         raise CheckpointError(f"{path}: refused, its {size / 2**20:.1f} MiB would inflate to {inflated / 2**20:.1f} "
                               f"MiB, more than {MAX_INFLATION}x: torch.save does not compress, so this looks like a "
                               f"compression bomb")
-
-
-def current_umask():
-    """This process's umask (reading it means setting it: set it straight back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def non_finite_tensors(named_tensors):

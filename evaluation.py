@@ -21,7 +21,6 @@ match the evaluated dataset's.
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,11 +31,11 @@ from torch.utils.data import DataLoader
 import console
 import metrics
 import utils
-from checkpoint import (CheckpointError, CheckpointMismatch, current_umask, load_encoder_weights, model_state_dict,
+from checkpoint import (CheckpointError, CheckpointMismatch, load_encoder_weights, model_state_dict,
                         read_checkpoint)
 from dataset import build_downstream_datasets, num_classes
 from options.common import model_config, resolve_protocol, size_flags
-from safe_io import DataFileError
+from safe_io import DataFileError, write_atomic
 from umurl import DownstreamModel, UmURLConfig
 
 # The fields of UmURLConfig that the data fix; a checkpoint transfers only where they all agree.
@@ -319,18 +318,7 @@ def finish(run_dir, kind, results, fields):
 
 
 def write_npz_atomic(path, arrays):
-    """np.savez of {name: array} to a temporary file beside `path`, fsync, then rename over it: `path` is
-    the complete new file or what it was before, never a partial one. No array may need pickling (no
-    object dtype), so that np.load reads the file without allow_pickle."""
-    path = Path(path)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~current_umask())  # a file like any other the user writes, not mkstemp's 0o600
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **{name: np.asarray(value) for name, value in arrays.items()}, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """np.savez of {name: array}, atomically (safe_io.write_atomic). No array may need pickling (no object
+    dtype), so that np.load reads the file without allow_pickle."""
+    write_atomic(path, lambda f: np.savez(f, **{name: np.asarray(value) for name, value in arrays.items()},
+                                         allow_pickle=False))

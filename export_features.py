@@ -54,11 +54,11 @@ from data_gen.common import SkeletonFileError, normalized_batch
 from data_gen.custom_gendata import CustomDataError, SequenceSource, as_sample
 from data_gen.ntu_gendata import MAX_BODIES_KEPT, parse_name, read_xyz
 from feeder.augmentations import downstream_view
-from options.common import RELEASED, check_model_sizes, size_flags
+from options.common import model_config, size_flags
 from options.downstream import build_export_parser
 from safe_io import DataFileError
 from skeleton import NTU_25, LayoutError, SkeletonLayout, read_layout
-from umurl import MODALITIES, UmURLConfig
+from umurl import MODALITIES
 
 FORMAT = "umurl-features-v1"
 # What raw NTU RGB+D files hold, as ntu_gendata.py converts them: 25 joints, xyz, the two main bodies.
@@ -95,20 +95,6 @@ def check_file_arguments(args):
     for path in args.skeleton or args.sequence or ():
         if not path.is_file():
             raise SystemExit(f"{path}: no such file")
-
-
-def layout_config(layout, args):
-    """The UmURLConfig of skeletons in `layout` (the released view length) with the size flags, or the
-    released sizes where none is given: what the files' encoder must be."""
-    sizes = size_flags(args)
-    problem = check_model_sizes(sizes.get("hidden_size", RELEASED.hidden_size),
-                                sizes.get("num_head", RELEASED.num_head))
-    if problem is not None:
-        raise SystemExit(problem)
-    topology = layout.topology
-    return UmURLConfig(layout=topology.name, parents=topology.parents, num_joints=topology.num_joints,
-                       num_persons=layout.num_persons, num_coords=layout.num_coords, num_frames=RELEASED.num_frames,
-                       **sizes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,7 +171,8 @@ def embedded_files(args, device):
     the features are computed."""
     layout = NTU_FILES if args.skeleton else read_layout(args.layout)
     kind = "--skeleton (raw NTU RGB+D files)" if args.skeleton else f"--sequence (layout {args.layout})"
-    model, source = evaluation.build_encoder(args, layout_config(layout, args), 1, device, data_name=kind)
+    config = model_config(layout, **size_flags(args))
+    model, source = evaluation.build_encoder(args, config, 1, device, data_name=kind)
     paths = args.skeleton or args.sequence
     read = read_skeleton_files(paths, args.max_frames) if args.skeleton else read_sequence_files(paths, layout)
     items, names = [], []

@@ -12,7 +12,6 @@ accuracy: it is reported as null (None) and left out of the mean, never counted 
 Class names are data: `class_names/` holds one plain text file per naming scheme (see its README.md).
 """
 import io
-import os
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import confusion_matrix
 
+import safe_io
 from safe_io import DataFileError
 
 CLASS_NAMES_DIR = Path(__file__).resolve().parent / "class_names"
@@ -136,18 +136,7 @@ def class_names(dataset):
 
 def write_atomic(path, data):
     """Write bytes so that `path` is either absent, the previous file or the complete new one, never partial."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    safe_io.write_atomic(path, lambda f: f.write(data))
 
 
 def _short(name):

@@ -13,10 +13,15 @@ for annotation pickles, arrays, each behind a check; anything else fails before 
 are read with numpy's default `allow_pickle=False`.
 
 Every problem is a `DataFileError` whose message starts with the file's path.
+
+Writing goes through one `write_atomic`: checkpoints, results, pictures and exported features are
+either the previous file or the complete new one, never a partial file under the final name.
 """
 import codecs
 import math
+import os
 import pickle
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -331,3 +336,38 @@ def check_all_finite(data, path, chunk=256):
         bad.extend((first + np.flatnonzero(~finite)).tolist())
     if bad:
         raise _error(path, f"{len(bad)} samples contain NaN or Inf, first ones: {bad[:10]}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing: whole files or nothing
+# ---------------------------------------------------------------------------------------------
+
+def current_umask():
+    """This process's umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_atomic(path, write):
+    """Write the file `path` through `write(binary file object)` into a temporary file in the same folder,
+    fsync it, then rename it over `path`.
+
+    A crash at any moment leaves either the previous file or the complete new one, never a truncated
+    file under the final name (run_folder.remove_stale_temporaries clears a killed write's leftover). The
+    file gets the permissions of any file the user creates (0o666 less the umask), not mkstemp's
+    owner-only 0o600: lab-mates on shared storage read checkpoints and results.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

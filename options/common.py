@@ -114,15 +114,17 @@ def size_flags(args):
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
-def model_config(protocol, **sizes):
-    """The UmURLConfig of a protocol's skeleton (layout, persons, coordinates, 64-frame views) with `sizes`
-    (hidden_size, num_head, num_layer, projector_dim); a size not given is the released model's.
+def model_config(skeleton, **sizes):
+    """The UmURLConfig of a skeleton (layout, persons, coordinates; 64-frame views) with `sizes` (hidden_size,
+    num_head, num_layer, projector_dim); a size not given is the released model's. `skeleton` is a protocol
+    of options/protocols.py or a layout file's skeleton.SkeletonLayout: both name their topology, persons
+    and coordinates.
     A hidden size that does not split over the heads is a SystemExit naming the flags."""
     problem = check_model_sizes(sizes.get("hidden_size", RELEASED.hidden_size),
                                 sizes.get("num_head", RELEASED.num_head))
     if problem is not None:
         raise SystemExit(problem)
-    topology = protocol.topology
+    topology = skeleton.topology
     return UmURLConfig(layout=topology.name, parents=topology.parents, num_joints=topology.num_joints,
-                       num_persons=protocol.num_persons, num_coords=protocol.num_coords, num_frames=OUT_FRAMES,
+                       num_persons=skeleton.num_persons, num_coords=skeleton.num_coords, num_frames=OUT_FRAMES,
                        **sizes)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import metrics
+import safe_io
 from safe_io import DataFileError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -144,7 +145,7 @@ def test_a_failed_write_keeps_the_previous_png(tmp_path, monkeypatch):
     def crash(source, target):
         raise OSError("disk full")
 
-    monkeypatch.setattr(metrics.os, "replace", crash)
+    monkeypatch.setattr(safe_io.os, "replace", crash)
     with pytest.raises(OSError, match="disk full"):
         metrics.plot_confusion_matrix([[1, 2, 0], [0, 1, 0], [0, 0, 5]], path)
     assert path.read_bytes() == before

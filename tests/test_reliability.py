@@ -172,6 +172,7 @@ class DyingFile:
 def save_and_die(obj, path, point, size):
     """Child process: save_atomic(obj, path), SIGKILLed at `point` of the write (size: bytes torch.save writes)."""
     import checkpoint
+    import safe_io
 
     if point == "before the first byte":
         checkpoint.torch.save = lambda obj, file: die()
@@ -179,12 +180,12 @@ def save_and_die(obj, path, point, size):
         real_save = torch.save
         checkpoint.torch.save = lambda obj, file: real_save(obj, DyingFile(file, size // 2))
     elif point == "before fsync":
-        checkpoint.os.fsync = lambda fd: die()
+        safe_io.os.fsync = lambda fd: die()
     elif point == "before the rename":
-        checkpoint.os.replace = lambda source, target: die()
+        safe_io.os.replace = lambda source, target: die()
     elif point == "after the rename":
         real_replace = os.replace
-        checkpoint.os.replace = lambda source, target: (real_replace(source, target), die())
+        safe_io.os.replace = lambda source, target: (real_replace(source, target), die())
     save_atomic(obj, path)
     os._exit(0)  # reached only if the fault did not fire
 
