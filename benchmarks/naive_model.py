@@ -19,8 +19,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from umurl import (EarlyFusion, ModalityEmbedding, PositionalEncoding, off_diagonal, projector,  # noqa: E402
-                   variance_hinge)
+from umurl import PositionalEncoding, UmURLEncoder, off_diagonal, projector, variance_hinge  # noqa: E402
 
 
 def bones_by_loop(x, parents):
@@ -62,18 +61,13 @@ class NaiveAgnosticEncoder(nn.Module):
         return torch.cat([t, s], dim=1)  # (N, 2H)
 
 
-class NaiveBackbone(nn.Module):
-    """Embeddings, early fusion and the shared encoder, one modality input at a time."""
+class NaiveBackbone(UmURLEncoder):
+    """UmURL's embeddings and early fusion with the sequence-first encoder, one modality input at a time."""
 
     def __init__(self, config):
-        super().__init__()
-        self.parents = config.parents
-        t, s, h = config.t_input_size, config.s_input_size, config.hidden_size
-        self.j_emb = ModalityEmbedding(t, s, h)
-        self.b_emb = ModalityEmbedding(t, s, h)
-        self.m_emb = ModalityEmbedding(t, s, h)
-        self.mm_fusion = EarlyFusion(h)
-        self.ma_encoder = NaiveAgnosticEncoder(h, config.num_head, config.num_layer)
+        super().__init__(config)
+        # Replaces the batch-first encoder in place: same position among the modules, same parameter names.
+        self.ma_encoder = NaiveAgnosticEncoder(config.hidden_size, config.num_head, config.num_layer)
 
     def joint_only(self, x):
         return self.ma_encoder(*self.j_emb(x))

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).resolve().parent / "golden"  # where the numbers come from: golden/README.md
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import torch_threads  # noqa: E402
 from checkpoint import read_checkpoint  # noqa: E402
 from dataset import write_split  # noqa: E402
 
@@ -49,18 +50,6 @@ def one_torch_thread():
     `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
     with torch_threads(1):
         yield
-
-
-@contextmanager
-def torch_threads(count):
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 # ---------------------------------------------------------------------------------------------------------
