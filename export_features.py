@@ -51,7 +51,7 @@ import evaluation
 import utils
 from checkpoint import CheckpointError
 from data_gen.common import SkeletonFileError, normalized_batch
-from data_gen.custom_gendata import CustomDataError, SequenceSource, as_sample
+from data_gen.custom_gendata import CustomDataError, SequenceSource, as_sample, load_npy
 from data_gen.ntu_gendata import MAX_BODIES_KEPT, parse_name, read_xyz
 from feeder.augmentations import downstream_view
 from options.common import model_config, size_flags
@@ -64,7 +64,6 @@ FORMAT = "umurl-features-v1"
 # What raw NTU RGB+D files hold, as ntu_gendata.py converts them: 25 joints, xyz, the two main bodies.
 NTU_FILES = SkeletonLayout(NTU_25, num_coords=3, num_persons=MAX_BODIES_KEPT, description="NTU RGB+D .skeleton")
 UNKNOWN_LABEL = -1
-NPY_MAGIC, ZIP_MAGIC = b"\x93NUMPY", b"PK\x03\x04"  # how a .npy file and a .npz archive (a zip) begin
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,23 +127,6 @@ def read_sequence_files(paths, layout):
                 yield name, UNKNOWN_LABEL, as_sample(source[name], source.where(name), layout)
             continue
         yield path.stem, UNKNOWN_LABEL, as_sample(load_npy(path), str(path), layout)
-
-
-def load_npy(path):
-    """The array of a .npy file, never unpickled; CustomDataError naming the file and the problem otherwise."""
-    with open(path, "rb") as f:
-        magic = f.read(len(NPY_MAGIC))
-    if magic.startswith(ZIP_MAGIC):
-        raise CustomDataError(f"{path}: holds several arrays (a .npz archive): name it .npz to embed each of them")
-    if magic != NPY_MAGIC:
-        raise CustomDataError(f"{path}: not a .npy file (no .npy header): save each sequence with numpy.save")
-    try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as error:
-        if "pickle" in str(error):
-            raise CustomDataError(f"{path}: holds Python objects, not numbers; pickled data is never loaded: save "
-                                  f"a numeric array") from None
-        raise CustomDataError(f"{path}: not a readable .npy array ({error})") from None
 
 
 # ---------------------------------------------------------------------------------------------

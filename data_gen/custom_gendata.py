@@ -164,6 +164,29 @@ def assign_splits(rows, labels_path, split_by, train_subjects=(), train_list=Non
 
 # ----------------------------------------------------------------------------- sequences
 
+NPY_MAGIC, ZIP_MAGIC = b"\x93NUMPY", b"PK\x03\x04"  # how a .npy file and a .npz archive (a zip) begin
+
+
+def load_npy(path):
+    """The array of a .npy file, never unpickled; CustomDataError naming the file and the problem otherwise."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(len(NPY_MAGIC))
+    except OSError as error:
+        raise CustomDataError(f"{path}: cannot read it ({error})") from None
+    if magic.startswith(ZIP_MAGIC):
+        raise CustomDataError(f"{path}: holds several arrays (a .npz archive): give it the .npz suffix")
+    if magic != NPY_MAGIC:
+        raise CustomDataError(f"{path}: not a .npy file (no .npy header): save each sequence with numpy.save")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as error:
+        if "pickle" in str(error):
+            raise CustomDataError(f"{path}: holds Python objects, not numbers; pickled data is never loaded: save "
+                                  f"a numeric array") from None
+        raise CustomDataError(f"{path}: not a readable .npy array ({error})") from None
+
+
 class SequenceSource:
     """Arrays by name from a folder of <name>.npy files or from one .npz file; never unpickles."""
 
@@ -190,10 +213,10 @@ class SequenceSource:
         return name in self.files
 
     def __getitem__(self, name):
+        if self.archive is None:
+            return load_npy(self.files[name])
         try:
-            if self.archive is not None:
-                return self.archive[name]
-            return np.load(self.files[name], allow_pickle=False)
+            return self.archive[name]
         except (OSError, ValueError) as error:
             raise CustomDataError(f"{self.where(name)}: not a readable numeric array ({error})") from None
 

@@ -193,7 +193,6 @@ def custom_protocol(data_root, protocol=None):
                     class_names=None if names is None else tuple(names))
 
 
-
 def prepared_folder(data_root, dataset, protocol):
     """Where the prepared splits of (dataset, protocol) live under `data_root`: what the converters write
     and the feeders read (e.g. data/NTU-RGB-D-60-AGCN/xsub; for custom the data root itself)."""
