@@ -41,6 +41,12 @@ def init_distributed(device_kind):
         return 0, 1, 0
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     backend = "nccl" if device_kind == "cuda" else "gloo"
+    # DistributedDataParallel imports torch._dynamo, and an import of it while a process group exists keeps
+    # references to that group which destroy_process_group cannot drop (torch 2.13). The group then outlives
+    # cleanup() and its Gloo threads outlive the interpreter: one that frees a tensor during interpreter
+    # shutdown aborts the process ("terminate called without an active exception") after a finished run.
+    # Imported before the group exists, it holds none, and cleanup() really ends the group.
+    import torch._dynamo  # noqa: F401
     if device_kind == "cuda":
         torch.cuda.set_device(local_rank)
     # A generous timeout: rank 0 may be writing a large checkpoint while the others wait.

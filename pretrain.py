@@ -300,6 +300,17 @@ def claim_run_folder(path, rank):
 def main(args):
     device_kind = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
     rank, world_size, local_rank = distributed.init_distributed(device_kind)
+    try:
+        code = checked_pretrain(args, rank, world_size, local_rank, device_kind)
+    finally:
+        # Also after an error: a process group left to interpreter shutdown can abort the process there.
+        distributed.cleanup()
+    if code:
+        sys.exit(code)
+
+
+def checked_pretrain(args, rank, world_size, local_rank, device_kind):
+    """The start-up checks, then pretrain() inside the claimed run folder; returns pretrain's exit code."""
     device = utils.resolve_device(args.device, local_rank)
     amp_dtype = utils.resolve_amp_dtype(device, args.amp, args.amp_dtype)
 
@@ -311,10 +322,7 @@ def main(args):
     with claim_run_folder(args.checkpoint_path, rank):
         # What rank 0 prints also goes to the run folder's train.log, as the released script kept it.
         with console.copy_output_to(args.checkpoint_path / "train.log") if rank == 0 else nullcontext():
-            code = pretrain(args, rank, world_size, local_rank, device, amp_dtype, protocol)
-    distributed.cleanup()
-    if code:
-        sys.exit(code)
+            return pretrain(args, rank, world_size, local_rank, device, amp_dtype, protocol)
 
 
 def pretrain(args, rank, world_size, local_rank, device, amp_dtype, protocol):
