@@ -163,11 +163,14 @@ def two_process_command(demo_data_64, seed, run_dir, *extra):
 
 @pytest.fixture(scope="session")
 def straight_two_processes(demo_data_64, two_process_seed, tmp_path_factory):
-    """The uninterrupted two-process run, the reference of every interrupted one."""
+    """The uninterrupted two-process run, the reference of every interrupted one. Launched through
+    tests/gloo_teardown.py, which runs pretrain.main unchanged and then reports, in the log beside the run
+    folder, the Gloo threads each process has left (test_reliability checks there are none)."""
     folder = tmp_path_factory.mktemp("straight_two_processes")
     run_dir = folder / "run"
     returncode, output = run_to_end(
-        torchrun("pretrain.py", *two_process_command(demo_data_64, two_process_seed, run_dir, "--workers", "0")),
+        torchrun("tests/gloo_teardown.py",
+                 *two_process_command(demo_data_64, two_process_seed, run_dir, "--workers", "0")),
         folder / "log")
     assert returncode == 0, output[-3000:]
     return run_dir
