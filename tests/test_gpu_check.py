@@ -31,7 +31,9 @@ def test_every_section_runs_on_the_cpu_at_tiny_sizes(tmp_path, capsys):
     assert results["device"]["fp16_peak_flop_s"] > 0 and "measured here" in results["device"]["peak_source"]
     assert [row["batch_size"] for row in results["steps"]] == list(gpu_check.QUICK["batch_sizes"])
     for row in results["steps"]:
-        assert row["samples_per_s"] > 0 and row["step_s_best"] <= row["step_s_median"] and 0 < row["mfu"] < 1
+        # MFU < 1 holds against a vendor's peak only: a peak measured here on a 256 x 256 fp16 matmul (the
+        # CPU's case) is no upper bound, and the CPU's step ran above it on some machines.
+        assert row["samples_per_s"] > 0 and row["step_s_best"] <= row["step_s_median"] and 0 < row["mfu"] < math.inf
         assert row["gflop_per_sample"] > 0 and row["peak_memory_gib"] is None  # no CUDA memory on the CPU
     pipelines = {(row["pipeline"].split()[0], row["workers"]) for row in results["pipeline"]}
     assert pipelines == {(kind, workers) for kind in ("numpy", "raw") for workers in (0, 2)}
