@@ -300,17 +300,6 @@ def claim_run_folder(path, rank):
 def main(args):
     device_kind = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
     rank, world_size, local_rank = distributed.init_distributed(device_kind)
-    try:
-        code = checked_pretrain(args, rank, world_size, local_rank, device_kind)
-    finally:
-        # Also after an error: a process group left to interpreter shutdown can abort the process there.
-        distributed.cleanup()
-    if code:
-        sys.exit(code)
-
-
-def checked_pretrain(args, rank, world_size, local_rank, device_kind):
-    """The start-up checks, then pretrain() inside the claimed run folder; returns pretrain's exit code."""
     device = utils.resolve_device(args.device, local_rank)
     amp_dtype = utils.resolve_amp_dtype(device, args.amp, args.amp_dtype)
 
@@ -322,7 +311,12 @@ def checked_pretrain(args, rank, world_size, local_rank, device_kind):
     with claim_run_folder(args.checkpoint_path, rank):
         # What rank 0 prints also goes to the run folder's train.log, as the released script kept it.
         with console.copy_output_to(args.checkpoint_path / "train.log") if rank == 0 else nullcontext():
-            return pretrain(args, rank, world_size, local_rank, device, amp_dtype, protocol)
+            code = pretrain(args, rank, world_size, local_rank, device, amp_dtype, protocol)
+    # Only here, where every process arrives together: after an error in one process, destroying its group
+    # alone can hang on NCCL while the others wait in a collective; torchrun then ends them instead.
+    distributed.cleanup()
+    if code:
+        sys.exit(code)
 
 
 def pretrain(args, rank, world_size, local_rank, device, amp_dtype, protocol):
