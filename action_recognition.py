@@ -268,7 +268,7 @@ def main(args):
             train_set = Subset(train_set, indices.tolist())
 
         parameters, from_features, snapshot, feature_note = training_setup(model, args.finetune, args.cache_features)
-        utils.main_print(f"{mode}: {args.dataset} {args.protocol}, {classes} classes, {len(train_set)} training and "
+        utils.main_print(f"{mode}: {data.protocol.title}, {classes} classes, {len(train_set)} training and "
                          f"{len(val_set)} validation samples, modalities {'+'.join(model.modalities)}, {source}; "
                          f"{feature_note}; {device.type}, precision {config['amp_dtype']}, run folder {run_dir}")
 
@@ -303,7 +303,7 @@ def main(args):
                    "per_class_evaluation": {"split": "val", "epoch": best["epoch"]}}
         results.update(evaluation.per_class_results(
             run_dir, predictions, labels, classes, class_names,
-            title=f"{mode}, {args.dataset} {args.protocol}, validation at epoch {best['epoch']} (best top-1)"))
+            title=f"{mode}, {data.protocol.title}, validation at epoch {best['epoch']} (best top-1)"))
         save_atomic({"epoch": args.epochs, "state_dict": model.state_dict(), "model_config": model.config.to_dict(),
                      "config": config, "results": results}, run_dir / "model_final.pth.tar")
         evaluation.finish(run_dir, mode, results, {

@@ -69,7 +69,7 @@ def main(args):
         model, source = evaluation.load_encoder(args, data, device)  # the classifier head is unused
         # After the checkpoint was found usable: --overwrite then deletes the earlier results.
         run_dir, config = evaluation.open_run_folder(args, train_log, device, amp_dtype, model.config)
-        utils.main_print(f"kNN (k={args.knn_neighbours}): {args.dataset} {args.protocol}, {len(data.train)} "
+        utils.main_print(f"kNN (k={args.knn_neighbours}): {data.protocol.title}, {len(data.train)} "
                          f"training and {len(data.val)} validation samples, modalities {'+'.join(model.modalities)}, "
                          f"{source}; "
                          f"{device.type}, precision {config['amp_dtype']}")
@@ -90,7 +90,7 @@ def main(args):
                    "knn_time_s": time.perf_counter() - tick}
         results.update(evaluation.per_class_results(
             run_dir, metrics["predictions"], val_labels, data.num_classes, class_names,
-            title=f"kNN (k={args.knn_neighbours}), {args.dataset} {args.protocol}, validation"))
+            title=f"kNN (k={args.knn_neighbours}), {data.protocol.title}, validation"))
         evaluation.finish(run_dir, "knn", results, {
             "top1": metrics["top1"], "k": args.knn_neighbours, "dataset": args.dataset, "protocol": args.protocol,
             "modalities": "+".join(model.modalities)})

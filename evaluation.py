@@ -98,7 +98,7 @@ def class_names_of(dataset, data):
     of a built-in dataset (metrics.class_names). Checked against the class count before any work."""
     names = getattr(data.protocol, "class_names", None) or metrics.class_names(dataset)
     if names is not None and len(names) != data.num_classes:
-        raise DataFileError(f"{dataset} {data.protocol.protocol}: {len(names)} class names for its "
+        raise DataFileError(f"{data.protocol.title}: {len(names)} class names for its "
                             f"{data.num_classes} classes")
     return None if names is None else list(names)
 
@@ -187,7 +187,7 @@ def load_encoder(args, data, device):
     The encoder's skeleton is that of `data` (Splits); see build_encoder.
     """
     wanted = model_config(data.protocol, **size_flags(args))  # checks --hidden-size against --num-head
-    return build_encoder(args, wanted, data.num_classes, device)
+    return build_encoder(args, wanted, data.num_classes, device, data_name=data.protocol.title)
 
 
 def build_encoder(args, wanted, classes, device, data_name=None):

@@ -330,7 +330,7 @@ def pretrain(args, rank, world_size, local_rank, device, amp_dtype, protocol):
     per_process_batch = args.batch_size // world_size
     if len(dataset) < args.batch_size:
         raise SystemExit(f"{len(dataset)} training samples cannot fill one global batch of {args.batch_size} "
-                         f"({args.dataset} {args.protocol}): pass a smaller --batch-size")
+                         f"({protocol.title}): pass a smaller --batch-size")
 
     config = {**utils.config_dict(args), "min_crop_length": view.min_crop_length,  # resolved from the protocol
               "view": view.as_dict(), "loss_weights": dataclasses.asdict(weights),

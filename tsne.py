@@ -89,12 +89,12 @@ def main(args):
         run_dir, _ = evaluation.open_run_folder(args, train_log, device, amp_dtype, model.config,
                                                 classes=classes.tolist(), samples=len(indices))
         utils.main_print(f"t-SNE of {len(indices)} {args.split} samples of classes {classes.tolist()}, "
-                         f"{args.dataset} {args.protocol}, modalities {'+'.join(model.modalities)}, {source}")
+                         f"{data.protocol.title}, modalities {'+'.join(model.modalities)}, {source}")
 
         points, labels = evaluate(model, Subset(split, indices.tolist()), args.batch_size, args.workers, device,
                                   amp_dtype, args.perplexity, args.seed, args.print_freq)
         path = run_dir / "tsne.png"
-        title = (f"{args.dataset} {args.protocol} {args.split}, {'+'.join(model.modalities)}: "
+        title = (f"{data.protocol.title} {args.split}, {'+'.join(model.modalities)}: "
                  f"{args.pretrained.name if args.pretrained else 'random weights'}")
         plot(points, labels, path, title)
         evaluation.finish(run_dir, "tsne", {"mode": "tsne", "classes": classes.tolist(), "samples": len(indices),

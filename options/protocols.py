@@ -42,6 +42,7 @@ class Protocol:
     NTU-120 protocols); 512, the released default, for the datasets the paper does not pretrain on.
     num_coords: C, coordinates per joint (3, xyz, for every table entry; 2 for image keypoints).
     class_names: the names of classes 0..K-1 where the data has them (a custom folder), else None.
+    data_root: the folder of a custom dataset (its name in logs and plots, see `title`), else None.
     """
 
     dataset: str
@@ -54,6 +55,15 @@ class Protocol:
     pretrain_batch_size: int = 512
     num_coords: int = 3
     class_names: tuple | None = None
+    data_root: str | None = None
+
+    @property
+    def title(self):
+        """How logs, errors and plot titles name the data: 'ntu60 cross_subject', or for a custom folder
+        'custom data <its folder> (cross_subject)', since every custom folder shares the dataset name."""
+        if self.data_root is None:
+            return f"{self.dataset} {self.protocol}"
+        return f"{self.dataset} data {self.data_root} ({self.protocol})"
 
     @property
     def num_joints(self):
@@ -190,7 +200,7 @@ def custom_protocol(data_root, protocol=None):
     names = metadata["class_names"]
     return Protocol(CUSTOM, name, ".", metadata["num_classes"], layout.topology, layout.num_persons,
                     min_crop_length=metadata["min_crop_length"], num_coords=layout.num_coords,
-                    class_names=None if names is None else tuple(names))
+                    class_names=None if names is None else tuple(names), data_root=str(data_root))
 
 
 def prepared_folder(data_root, dataset, protocol):

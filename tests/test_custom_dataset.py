@@ -6,6 +6,7 @@ persons; the metadata that describes the folder, refused in one line when missin
 checkpoint of one skeleton refused on a folder of another; the shell scripts' command lines.
 """
 import json
+import re
 import os
 import subprocess
 import sys
@@ -91,6 +92,8 @@ def test_the_protocol_of_a_2d_folder_comes_from_its_metadata(coco_2d):
     assert protocol.min_crop_length == metadata["min_crop_length"] == derived_min_crop(
         [metadata["frames"]["train"]["median"]]) < 64
     assert protocol.pretrain_batch_size == 512  # the released default
+    # Logs and plots name the folder: every custom folder shares the dataset name.
+    assert protocol.title == f"custom data {coco_2d} (cross_subject)"
     # Token widths from C: M*V*C = 2*17*2 and T*C = 64*2.
     assert (protocol.t_input_size, protocol.s_input_size) == (68, 128)
     config = model_config(protocol, hidden_size=16)
@@ -105,6 +108,7 @@ def test_the_built_in_protocols_are_unchanged_and_default_to_cross_subject():
     for dataset in ("ntu60", "ntu120", "pku2", "msr", "demo"):
         assert get_protocol(dataset) == get_protocol(dataset, "cross_subject")
         assert get_protocol(dataset).num_coords == 3 and get_protocol(dataset).class_names is None
+        assert get_protocol(dataset).title == f"{dataset} cross_subject"
     assert get_protocol("ntu60", "cross_subject").t_input_size == 150  # 2 persons x 25 joints x xyz
     args = resolve_pretraining_settings(build_parser().parse_args(["--pre-dataset", "ntu120"]))
     assert (args.protocol, args.batch_size) == ("cross_subject", 1024)
@@ -170,13 +174,14 @@ def test_2d_views_drawn_on_the_device_train_too(coco_2d, tmp_path):
     assert np.isfinite(log["loss"])
 
 
-def test_3d_two_person_openni_folder_end_to_end(openni_3d, tmp_path):
+def test_3d_two_person_openni_folder_end_to_end(openni_3d, tmp_path, capsys):
     protocol = get_protocol("custom", None, openni_3d)
     assert (protocol.num_coords, protocol.num_joints, protocol.num_persons, protocol.t_input_size) == (3, 15, 2, 90)
     pretrain_run(openni_3d, tmp_path / "run", "--epochs", "1")
     knn = action_retrieval.main(build_retrieval_parser().parse_args(
         evaluation_flags(openni_3d, tmp_path / "knn", tmp_path / "run" / "checkpoint_0000.pth.tar")))
     assert knn["dataset"] == "custom"
+    assert f": custom data {openni_3d} (cross_subject), 16 training and 8 validation samples" in capsys.readouterr().out
     train, val = build_downstream_datasets(openni_3d, "custom", None)
     assert train[0][0].shape == (3, 64, 15, 2) and len(val) == 8
 
@@ -188,7 +193,8 @@ def test_a_2d_checkpoint_is_refused_on_a_3d_folder_of_the_same_joints_in_one_lin
     (tmp_path / "coco17_3d.json").write_text(json.dumps(layout))
     folder_3d = make_custom_folder(tmp_path / "data3d", str(tmp_path / "coco17_3d.json"))
     pretrain_run(coco_2d, tmp_path / "run", "--epochs", "1")
-    with pytest.raises(CheckpointError, match="2 coordinates.*but custom cross_subject holds .*3 coordinates") as error:
+    with pytest.raises(CheckpointError, match=f"2 coordinates.*but custom data {re.escape(str(folder_3d))} "
+                                              r"\(cross_subject\) holds .*3 coordinates") as error:
         action_retrieval.main(build_retrieval_parser().parse_args(
             evaluation_flags(folder_3d, tmp_path / "knn", tmp_path / "run" / "checkpoint_0000.pth.tar")))
     assert "\n" not in str(error.value)
