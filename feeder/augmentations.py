@@ -107,7 +107,7 @@ def flip_coin(rng, probability):
     return rng.random() < probability
 
 
-def transform_xyz(x, matrix):
+def transform_coordinates(x, matrix):
     """Multiply every coordinate row vector by a CxC matrix: out[:, t, v, m] = x[:, t, v, m] @ matrix.
 
     x: (C, T, V, M) -> (C, T, V, M), same dtype.
@@ -134,7 +134,7 @@ def corrupt_joints(x, joints, matrix):
     x: (C, T, V, M) -> (C, T, V, M), a new array; joints not listed are untouched.
     """
     out = x.copy()
-    out[:, :, joints] = 0.0 if matrix is None else transform_xyz(x[:, :, joints], matrix)
+    out[:, :, joints] = 0.0 if matrix is None else transform_coordinates(x[:, :, joints], matrix)
     return out
 
 
@@ -151,7 +151,7 @@ def shear(x, s):
 
     x: (C, T, V, M) -> (C, T, V, M), S CxC.
     """
-    return transform_xyz(x, s.T)
+    return transform_coordinates(x, s.T)
 
 
 # ----------------------------------------------------------------------------- the two views

@@ -65,7 +65,7 @@ def resample(x, start, length, out_frames):
 
 # ----------------------------------------------------------------------------- spatial transforms
 
-def transform_xyz(x, matrices):
+def transform_coordinates(x, matrices):
     """Each sample's coordinate row vectors times its own CxC matrix: out[n, :, t, v, m] = x[n, :, t, v, m] @ A[n].
 
     x: (N, C, T, V, M); matrices: (N, C, C) float64 -> (N, C, T, V, M) float32, summed over the
@@ -99,7 +99,7 @@ def corrupt_joints(x, joints, zero, matrices):
     x: (N, C, T, V, M) -> (N, C, T, V, M) float32.
     """
     n, _, _, v, _ = x.shape
-    hit = torch.where(zero.view(n, 1, 1, 1, 1), torch.zeros_like(x), transform_xyz(x, matrices))
+    hit = torch.where(zero.view(n, 1, 1, 1, 1), torch.zeros_like(x), transform_coordinates(x, matrices))
     return torch.where(joints.view(n, 1, 1, v, 1), hit, x)
 
 
@@ -112,7 +112,7 @@ def draw_shears(n, generator, magnitude, num_coords=3):
 
 def shear(x, s):
     """p -> S p for every point (p @ S^T as a row vector), each sample with its own S: (N, C, T, V, M)."""
-    return transform_xyz(x, s.transpose(1, 2))
+    return transform_coordinates(x, s.transpose(1, 2))
 
 
 def draw_coin(n, generator, probability):
@@ -270,10 +270,10 @@ AUGMENTATION_TWINS = {
         lambda heads, i: bool(heads[i])),
     "transform": AugmentationTwin(
         lambda valid, num_joints, num_coords, rng, view: rng.uniform(-1.0, 1.0, size=(num_coords, num_coords)),
-        lambda x, matrix, view: single.transform_xyz(x, matrix),
+        lambda x, matrix, view: single.transform_coordinates(x, matrix),
         lambda valid, num_joints, num_coords, generator, view: _uniform((len(valid), num_coords, num_coords),
                                                                         -1.0, 1.0, generator),
-        lambda x, matrices, view: transform_xyz(x, matrices),
+        lambda x, matrices, view: transform_coordinates(x, matrices),
         _matrix),
     "corruption": AugmentationTwin(
         _numpy_corruption, lambda x, corruption, view: single.corrupt_joints(x, *corruption),
