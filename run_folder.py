@@ -128,7 +128,17 @@ def config_changes(old, new):
 
 
 def describe_changes(changes):
-    return ", ".join(f"{name} {old!r} -> {new!r}" for name, old, new in changes)
+    """'lr 0.0005 -> 0.001, view.num_corrupt 15 -> 10': of a setting that is a dict (view, loss_weights)
+    only the entries that differ, rather than the whole dict twice."""
+    parts = []
+    for name, old, new in changes:
+        if isinstance(old, dict) and isinstance(new, dict):
+            keys = [*old, *(key for key in new if key not in old)]
+            parts += [f"{name}.{key} {old.get(key)!r} -> {new.get(key)!r}" for key in keys
+                      if old.get(key) != new.get(key)]
+        else:
+            parts.append(f"{name} {old!r} -> {new!r}")
+    return ", ".join(parts)
 
 
 def write_config_once(folder, config, has_state):

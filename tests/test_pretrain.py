@@ -205,9 +205,11 @@ def test_the_view_and_the_loss_weights_are_recorded_and_a_resume_that_changes_on
     assert config["view"] == RELEASED_VIEW.as_dict()
     assert config["loss_weights"] == {"consistency": 5.0, "variance": 5.0, "covariance": 1.0}
     assert read_checkpoint(run_dir / "checkpoint_last.pth.tar")["config"]["view"] == RELEASED_VIEW.as_dict()
-    for changed in (["--variance-weight", "2"], ["--min-crop-length", "16"]):
-        with pytest.raises(SystemExit, match="change the result"):
+    for changed, named in ((["--variance-weight", "2"], "loss_weights.variance 5.0 -> 2.0"),
+                           (["--min-crop-length", "16"], "view.min_crop_length 64 -> 16")):
+        with pytest.raises(SystemExit, match="change the result") as refusal:
             pretrain.main(run_args(data_root, run_dir, "--epochs", "2", *common, *changed))
+        assert named in str(refusal.value)  # the entry that differs, not the whole dict twice
 
 
 def test_loss_weights_reach_the_loss(data_root, tmp_path, monkeypatch):

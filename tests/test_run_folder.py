@@ -55,6 +55,11 @@ def test_config_changes_lists_the_result_changing_settings_only():
     assert run_folder.config_changes(BASE, {**BASE, "train_names_sha256": "fedcba9876543210"}) == [
         ("train_names_sha256", "0123456789abcdef", "fedcba9876543210")]
     assert run_folder.describe_changes([("lr", 5e-4, 1e-3)]) == "lr 0.0005 -> 0.001"
+    # A dict-valued setting names only the entries that differ (and one that only one side has).
+    view = {"clip_length": 64, "num_corrupt": 15, "shear_magnitude": 0.5}
+    assert run_folder.describe_changes([("view", view, {**view, "num_corrupt": 10, "new_key": 1}),
+                                        ("lr", 5e-4, 1e-3)]) == \
+        "view.num_corrupt 15 -> 10, view.new_key None -> 1, lr 0.0005 -> 0.001"
 
 
 def test_more_epochs_change_the_result_only_under_a_cosine_schedule():
