@@ -57,7 +57,7 @@ def _check_matches(split, entry):
     if (num_coords, num_joints, num_persons) != (entry.num_coords, entry.num_joints, entry.num_persons):
         raise DataFileError(
             f"{split.data_path}: {num_coords} coordinates x {num_joints} joints x {num_persons} persons, but "
-            f"{entry.dataset} {entry.protocol} expects {entry.num_coords} x {entry.num_joints} x "
+            f"{entry.title} expects {entry.num_coords} x {entry.num_joints} x "
             f"{entry.num_persons} ({entry.topology.name})")
 
 

@@ -159,11 +159,11 @@ def skeleton_mismatch(saved, wanted):
     return saved_text, wanted_text
 
 
-def encoder_config(args, wanted, checkpoint=None, data_name=None):
+def encoder_config(args, wanted, checkpoint, data_name):
     """The UmURLConfig to evaluate: the checkpoint's when it records one, else `wanted` (the evaluated
     dataset's skeleton with the size flags, or the released sizes). One line of SystemExit for a size
     flag that contradicts the checkpoint, one of CheckpointMismatch for a checkpoint of another skeleton.
-    data_name: what holds the evaluated skeletons, for that line (default: the dataset and protocol)."""
+    checkpoint: the read --pretrained, or None. data_name: what holds the evaluated skeletons, for that line."""
     flags = size_flags(args)
     saved = saved_model_config(checkpoint, args.pretrained) if checkpoint is not None else None
     if saved is None:
@@ -174,7 +174,6 @@ def encoder_config(args, wanted, checkpoint=None, data_name=None):
                          f"with and evaluation builds the encoder from them; leave the size flags out")
     mismatch = skeleton_mismatch(saved, wanted)
     if mismatch is not None:
-        data_name = data_name or f"{args.dataset} {args.protocol}"
         raise CheckpointMismatch(f"{args.pretrained}: pretrained on {mismatch[0]}, but {data_name} "
                                  f"holds {mismatch[1]}: an encoder transfers only between datasets of the same "
                                  f"skeleton layout")
@@ -190,7 +189,7 @@ def load_encoder(args, data, device):
     return build_encoder(args, wanted, data.num_classes, device, data_name=data.protocol.title)
 
 
-def build_encoder(args, wanted, classes, device, data_name=None):
+def build_encoder(args, wanted, classes, device, data_name):
     """load_encoder for skeletons described by `wanted` (a UmURLConfig: the data's skeleton with the size
     flags) rather than by a protocol: the checkpoint's model_config must agree with it (see encoder_config;
     data_name says what holds those skeletons in the error). `classes`: the classifier's outputs.
