@@ -37,6 +37,9 @@ from options.protocols import split_paths
 # float32's limit (3.4e38) that the float32 output and its normalisation cannot overflow.
 MAX_ABS_COORDINATE = 1e6
 
+# T_max: the frames of every prepared sample, as the released arrays hold them (longer sequences are resampled).
+MAX_FRAMES = 300
+
 
 # ----------------------------------------------------------------------------------------------------------
 # Errors

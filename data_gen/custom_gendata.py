@@ -38,18 +38,16 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_gen.common import DiskFullError, all_or_nothing, normalized_batch  # noqa: E402
+from data_gen.common import MAX_FRAMES, DiskFullError, all_or_nothing, normalized_batch  # noqa: E402
 from feeder.augmentations import RELEASED_VIEW  # noqa: E402
 from options.checks import at_least, between, checked  # noqa: E402
 from options.parser import ArgumentParser  # noqa: E402
 from options.protocols import CUSTOM_FORMAT as FORMAT  # noqa: E402
-from options.protocols import CUSTOM_PROTOCOLS, METADATA  # noqa: E402
+from options.protocols import CUSTOM_PROTOCOLS, METADATA, PARTS  # noqa: E402
 from skeleton import LAYOUTS_DIR, LayoutError, read_layout  # noqa: E402
 
-MAX_FRAMES = 300           # T_max of the released NTU arrays
 RELEASED_MIN_CROP = RELEASED_VIEW.min_crop_length  # the released shortest crop of a pretraining view, 64
 MIN_CROP_SHARE = 0.4       # of the median training clip, rounded up, when that is shorter (MSR Action3D: 38 -> 16)
-PARTS = ("train", "val")
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "validation": "val", "test": "val"}
 
 

@@ -35,7 +35,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_gen.common import (  # noqa: E402
-    DiskFullError, SkeletonFileError, all_or_nothing, normalized_batch, parse_number_table)
+    MAX_FRAMES, DiskFullError, SkeletonFileError, all_or_nothing, normalized_batch, parse_number_table)
 from options.checks import at_least, checked  # noqa: E402
 from options.parser import ArgumentParser  # noqa: E402
 from options.protocols import PARTS, prepared_folder  # noqa: E402
@@ -43,7 +43,6 @@ from skeleton import MSR_20  # noqa: E402
 
 DATASET, PROTOCOL = "msr", "cross_subject"  # the entry of options/protocols.py this converter writes
 TRAIN_SUBJECTS = (1, 3, 5, 7, 9)
-MAX_FRAMES = 300
 FILE_SUFFIX = "_skeleton3D.txt"
 NAME_PATTERN = re.compile(r"a(\d+)_s(\d+)_e(\d+)")
 ID_RANGES = (("a", 20), ("s", 10), ("e", 3))  # 20 actions, 10 subjects, up to 3 repetitions

@@ -52,14 +52,13 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 import console  # noqa: E402
 from data_gen.common import (  # noqa: E402
-    MAX_ABS_COORDINATE, DiskFullError, SkeletonFileError, all_or_nothing, fields_per_line, main_bodies,
+    MAX_ABS_COORDINATE, MAX_FRAMES, DiskFullError, SkeletonFileError, all_or_nothing, fields_per_line, main_bodies,
     normalized_batch, parallel_map)
 from options.checks import at_least, checked  # noqa: E402
 from options.parser import ArgumentParser  # noqa: E402
 from options.protocols import PARTS, prepared_folder, protocols_of  # noqa: E402
 from skeleton import NTU_25  # noqa: E402
 
-MAX_FRAMES = 300  # the padded length of the released arrays
 MAX_BODIES_READ = 4  # body slots read per file (Kinect v2 tracks up to 6; the released code keeps 4)
 MAX_BODIES_KEPT = 2  # of which the two with the highest energy are kept
 MAX_BODIES_TRACKED = 6  # bodies Kinect v2 tracks at once: no frame of a recording lists more

@@ -45,7 +45,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 import console  # noqa: E402
 from data_gen.common import (  # noqa: E402
-    DiskFullError, SkeletonFileError, all_or_nothing, normalized_batch, parallel_map, parse_number_table)
+    MAX_FRAMES, DiskFullError, SkeletonFileError, all_or_nothing, normalized_batch, parallel_map, parse_number_table)
 from options.checks import at_least, checked  # noqa: E402
 from options.parser import ArgumentParser  # noqa: E402
 from options.protocols import PARTS, prepared_folder  # noqa: E402
@@ -53,7 +53,6 @@ from skeleton import NTU_25  # noqa: E402
 
 DATASET, PROTOCOL = "pku2", "cross_subject"  # the entry of options/protocols.py this converter writes
 NUM_CLASSES = 41
-MAX_FRAMES = 300
 NUM_PERSONS = 2
 # A section header: text up to the first ':' starting with train / val / test, e.g. "Training videos:".
 SPLIT_HEADER = re.compile(r"\s*(train|val|test)[^:]*:(.*)", re.IGNORECASE)

@@ -44,7 +44,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 import console  # noqa: E402
 from data_gen.common import (  # noqa: E402
-    MAX_ABS_COORDINATE, DiskFullError, SkeletonFileError, all_or_nothing, main_bodies, normalized_batch,
+    MAX_ABS_COORDINATE, MAX_FRAMES, DiskFullError, SkeletonFileError, all_or_nothing, main_bodies, normalized_batch,
     parallel_map)
 from options.checks import at_least, checked  # noqa: E402
 from options.parser import ArgumentParser  # noqa: E402
@@ -53,7 +53,6 @@ from safe_io import DataFileError, load_array_pickle  # noqa: E402
 from skeleton import NTU_25  # noqa: E402
 
 DATASETS = ("ntu60", "ntu120")
-MAX_FRAMES = 300  # the padded length of the released arrays
 NUM_BODIES = 2  # bodies kept per sample, as ntu_gendata.py keeps them
 # PYSKL's split names: protocol -> prefix; part "train" is <prefix>_train, "val" <prefix>_val.
 SPLIT_PREFIX = {"cross_subject": "xsub", "cross_view": "xview", "cross_setup": "xset"}

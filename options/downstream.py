@@ -12,6 +12,7 @@ sensible fine-tuning settings while the plain command gives the released linear 
 import argparse
 from pathlib import Path
 
+from data_gen.common import MAX_FRAMES
 from options.checks import at_least, checked, fraction, non_negative_finite, positive_finite
 from options.common import HelpFormatter, add_data_args, add_model_args, add_runtime_args
 from options.parser import ArgumentParser
@@ -139,9 +140,6 @@ def build_tsne_parser():
     return parser
 
 
-# T_max of the prepared arrays as the converters write them (data_gen/ntu_gendata.py, custom_gendata.py):
-# an embedded file is padded, or resampled when longer, to it before the normalisation, as they do.
-CONVERTER_MAX_FRAMES = 300
 
 
 def build_export_parser():
@@ -165,7 +163,7 @@ def build_export_parser():
     files.add_argument("--layout", default=None,
                        help="the skeleton layout of --sequence: a layout file or a shipped layout's name (ntu25, "
                             "coco17, ...), the one the data was converted with")
-    files.add_argument("--max-frames", type=int, default=CONVERTER_MAX_FRAMES, action=checked(at_least(1)),
+    files.add_argument("--max-frames", type=int, default=MAX_FRAMES, action=checked(at_least(1)),
                        help="T_max the prepared data was converted with (the converters' --max-frames): a file is "
                             "padded to it, or resampled when longer, before the normalisation")
     add_model_args(parser, evaluation=True)
