@@ -14,9 +14,9 @@ fi
 cd "$(dirname "$0")/.."
 folder=$1 dataset=$2 protocol=$3 target=$3  # target: the third argument as given
 shift 3
-if [ "$dataset" = custom ]; then
-  evaluated=(--pretrained "$folder/checkpoint_0450.pth.tar" --finetune-dataset custom --data-root "$protocol")
+data=(--finetune-dataset "$dataset" --protocol "$protocol")
+if [ "$dataset" = custom ]; then  # the third argument is the prepared folder; its name names the run
+  data=(--finetune-dataset custom --data-root "$protocol")
   protocol=$(basename "$protocol")
-else
-  evaluated=(--pretrained "$folder/checkpoint_0450.pth.tar" --finetune-dataset "$dataset" --protocol "$protocol")
 fi
+evaluated=(--pretrained "$folder/checkpoint_0450.pth.tar" "${data[@]}")
